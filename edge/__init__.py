@@ -1,0 +1,8 @@
+"""Linli edge controller: the daemon core."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("linli")
+except PackageNotFoundError:  # running from a source tree without install
+    __version__ = "0.0.0+src"

@@ -1,0 +1,314 @@
+"""The site file: one YAML document, validated with pydantic, errors pointing at file:line:col.
+
+Sections that later features fill (doors, zones, cameras, rules) are already part of the schema so
+a site file written today keeps validating; unknown keys are always errors.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edge.events import Priority
+
+Ident = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="lower-case id: a-z 0-9 _ -")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SiteSection(Strict):
+    id: Ident
+    name: str = ""
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+
+class ControllerSection(Strict):
+    id: Ident
+    name: str = ""
+
+
+class TlsSection(Strict):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = Field(False, description="skip hostname verification (testing only)")
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> TlsSection:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class BackoffSection(Strict):
+    initial_s: float = Field(0.5, gt=0)
+    max_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BackoffSection:
+        if self.max_s < self.initial_s:
+            raise ValueError("max_s must be at least initial_s")
+        return self
+
+
+class CommandsSection(Strict):
+    hmac_key_file: Path | None = Field(None, description="file with the shared HMAC-SHA256 key")
+    ed25519_public_keys: list[str] = Field(default_factory=list, description="base64 raw public keys")
+    max_skew_s: float = Field(30.0, gt=0, le=600)
+    max_bytes: int = Field(16384, ge=256, le=1_048_576)
+
+
+class UplinkSection(Strict):
+    enabled: bool = True
+    broker: str | None = Field(None, pattern=r"^mqtts?://[^/\s]+$", description="mqtt://host:port or mqtts://host:port")
+    username: str | None = None
+    password_file: Path | None = None
+    client_id: str | None = None
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    tls: TlsSection | None = None
+    inflight: int = Field(100, ge=1, le=1000)
+    backoff: BackoffSection = BackoffSection()
+    commands: CommandsSection = CommandsSection()
+
+
+class HomeAssistantSection(Strict):
+    enabled: bool = True
+    discovery_prefix: str = Field("homeassistant", pattern=r"^[A-Za-z0-9_-]+$")
+
+
+class ApiSection(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    session_ttl_s: int = Field(12 * 3600, ge=60)
+
+
+class ZeroconfSection(Strict):
+    enabled: bool = True
+
+
+class JournalSection(Strict):
+    file: Path = Path("journal.db")
+    budget_mb: float = Field(512, gt=0)
+    max_age_days: dict[Literal["telemetry", "normal", "security"], float] = Field(
+        default_factory=lambda: {"telemetry": 7, "normal": 90, "security": 365}
+    )
+    linger_ms: float = Field(0, ge=0, le=20, description="extra wait to grow commit batches")
+
+    def max_age_s(self) -> dict[Priority, float]:
+        return {Priority[k.upper()]: v * 86400 for k, v in self.max_age_days.items()}
+
+
+class UserConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
+    role: Literal["resident", "installer", "manager", "admin"]
+    password_hash: str = Field(pattern=r"^\$argon2(id|i|d)\$", description="argon2 hash: `linli hash-password`")
+    apartment: str | None = None
+
+
+class DeviceConfig(Strict):
+    id: Ident
+    name: str = ""
+    kind: str = Field(description="device family, e.g. reader, io_module, sensor, siren, panel")
+    driver: str = Field(description="driver that talks to it, e.g. simulated, osdp, modbus, zigbee")
+
+
+class DoorConfig(Strict):
+    id: Ident
+    name: str = ""
+    lock_mode: Literal["fail_safe", "fail_secure"] = "fail_secure"
+
+
+class ZoneConfig(Strict):
+    id: Ident
+    name: str = ""
+    type: str = "instant"
+
+
+class CameraConfig(Strict):
+    id: Ident
+    name: str = ""
+    url: str
+
+
+class RuleConfig(Strict):
+    id: Ident
+    name: str = ""
+    enabled: bool = True
+
+
+class SiteConfig(Strict):
+    """A Linli site file."""
+
+    site: SiteSection
+    controller: ControllerSection
+    data_dir: Path = Field(Path("linli-data"), description="journal and keys; relative to this file")
+    uplink: UplinkSection = UplinkSection()
+    homeassistant: HomeAssistantSection = HomeAssistantSection()
+    api: ApiSection = ApiSection()
+    zeroconf: ZeroconfSection = ZeroconfSection()
+    journal: JournalSection = JournalSection()
+    users: list[UserConfig] = Field(default_factory=list)
+    devices: list[DeviceConfig] = Field(default_factory=list)
+    doors: list[DoorConfig] = Field(default_factory=list)
+    zones: list[ZoneConfig] = Field(default_factory=list)
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    rules: list[RuleConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> SiteConfig:
+        for section in ("users", "devices", "doors", "zones", "cameras", "rules"):
+            seen: set[str] = set()
+            for item in getattr(self, section):
+                key = item.name if section == "users" else item.id
+                if key in seen:
+                    raise ValueError(f"{section}: duplicate {'name' if section == 'users' else 'id'} {key!r}")
+                seen.add(key)
+        return self
+
+    def resolve(self, base: Path) -> SiteConfig:
+        """Make the relative paths in the file relative to the file's own folder."""
+        data_dir = self.data_dir if self.data_dir.is_absolute() else base / self.data_dir
+        return self.model_copy(update={"data_dir": data_dir.resolve()})
+
+    @property
+    def journal_path(self) -> Path:
+        return self.journal.file if self.journal.file.is_absolute() else self.data_dir / self.journal.file
+
+
+# ---- loading with positions -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    file: str
+    line: int
+    col: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.path}: {self.message}"
+
+
+class ConfigError(Exception):
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+Path_ = tuple[str | int, ...]
+
+
+def _positions(node: yaml.Node, path: Path_, out: dict[Path_, tuple[int, int]]) -> None:
+    """Record where each dotted path starts (1-based line and column)."""
+    out.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            out[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            _positions(value_node, (*path, key), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _positions(item, (*path, index), out)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _dotted(loc: Path_) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(file)"
+
+
+def parse_config(text: str, filename: str = "<config>", base: Path | None = None) -> SiteConfig:
+    """Validate a site file's text; raise ConfigError listing every problem with its position."""
+    try:
+        node = yaml.compose(text, Loader=_UniqueKeyLoader)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise ConfigError([ConfigIssue(filename, line, col, "(file)", f"YAML syntax: {problem}")]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigIssue(filename, 1, 1, "(file)", "the site file must be a YAML mapping")])
+    positions: dict[Path_, tuple[int, int]] = {}
+    if node is not None:
+        _positions(node, (), positions)
+    try:
+        config = SiteConfig.model_validate(data)
+    except ValidationError as exc:
+        issues = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            # Missing keys have no position of their own: point at the closest parent.
+            probe = loc
+            while probe not in positions and probe:
+                probe = probe[:-1]
+            line, col = positions.get(probe, (1, 1))
+            message = err["msg"]
+            if err["type"] == "extra_forbidden":
+                message = "unknown key (not part of the schema; check the spelling)"
+            issues.append(ConfigIssue(filename, line, col, _dotted(loc), message))
+        raise ConfigError(issues) from None
+    return config.resolve(base or Path.cwd())
+
+
+def load_config(path: Path) -> SiteConfig:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue(str(path), 1, 1, "(file)", f"cannot read: {exc}")]) from None
+    return parse_config(text, str(path), Path(path).resolve().parent)
+
+
+def config_schema() -> str:
+    return json.dumps(SiteConfig.model_json_schema(), indent=2)
+
+
+def summary(config: SiteConfig) -> str:
+    broker = config.uplink.broker if config.uplink.enabled and config.uplink.broker else "none (local only)"
+    lines = [
+        f"site        {config.site.id} {config.site.name!r} ({config.site.timezone})",
+        f"controller  {config.controller.id}",
+        f"data dir    {config.data_dir}",
+        f"uplink      {broker}",
+        f"api         http://{config.api.host}:{config.api.port}/",
+        f"users       {len(config.users)} ({', '.join(sorted({u.role for u in config.users})) or 'none'})",
+        f"devices     {len(config.devices)}   doors {len(config.doors)}   zones {len(config.zones)}"
+        f"   cameras {len(config.cameras)}   rules {len(config.rules)}",
+    ]
+    return "\n".join(lines)

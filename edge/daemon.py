@@ -1,0 +1,213 @@
+"""The controller: wires config, journal, bus, devices, uplink, API and zeroconf together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from edge import __version__
+from edge.bus import EventBus
+from edge.config import ConfigError, ConfigIssue, SiteConfig, load_config, parse_config
+from edge.devices import DeviceRegistry
+from edge.events import EventFactory, Severity
+from edge.journal import Journal, PruneReport
+from edge.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+SOURCE = "controller"
+
+
+class Controller:
+    """One running Linli controller.
+
+    `start()` opens the journal and starts every service as a supervised task; `stop()` shuts
+    down gracefully, committing everything accepted so far.
+    """
+
+    def __init__(self, config: SiteConfig, config_path: Path | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.started_at = time.time()
+        self.factory = EventFactory(config.site.id, config.controller.id)
+        self.journal = Journal(
+            config.journal_path,
+            budget_bytes=int(config.journal.budget_mb * 1024 * 1024),
+            max_age_s=config.journal.max_age_s(),
+            linger_s=config.journal.linger_ms / 1000,
+        )
+        self.bus = EventBus(self.journal, self.factory)
+        self.devices = DeviceRegistry()
+        self.devices.load(config.devices)
+        self.supervisor = Supervisor(self._report)
+        self.journal.on_prune.append(self._on_prune)
+        self.uplink: Any = None  # edge.uplink.Uplink when configured
+        self.api_runner: Any = None
+        self.api_port: int | None = None
+        self.zeroconf: Any = None
+        self.reload_listeners: list[Callable[[SiteConfig], Awaitable[None]]] = []
+        self.extra_tasks: dict[str, Callable[[], Awaitable[None]]] = {}
+        self._stopped = asyncio.Event()
+
+    # ---- events the controller itself raises ----------------------------------------------
+
+    def _report(self, type: str, source: str, data: dict[str, Any], severity: Severity) -> None:
+        self.bus.emit_soon(type, source, dict(data), severity)
+
+    def _on_prune(self, report: PruneReport) -> None:
+        severity = Severity.WARNING if report.undelivered else Severity.INFO
+        self._report("journal.pruned", SOURCE, report.as_data(), severity)
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        from edge.api import start_api
+        from edge.uplink import Uplink
+
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.journal.open()
+        stats = self.journal.stats
+        await self.bus.emit(
+            "system.started",
+            SOURCE,
+            {"version": __version__, "pid": os.getpid(), "outbox_depth": stats.outbox_depth,
+             "journal_events": stats.stored_events},
+        )
+        if self.config.uplink.enabled and self.config.uplink.broker:
+            self.uplink = Uplink(self)
+            self.supervisor.start("uplink", self.uplink.run)
+        self.api_runner, self.api_port = await start_api(self)
+        if self.config.zeroconf.enabled:
+            from edge.zeroconf_service import Advertiser
+
+            self.zeroconf = Advertiser(self)
+            self.supervisor.start("zeroconf", self.zeroconf.run)
+        for name, factory in self.extra_tasks.items():
+            self.supervisor.start(name, factory)
+
+    async def stop(self) -> None:
+        """Graceful shutdown: stop services, then flush the journal so nothing accepted is lost."""
+        await self.supervisor.stop()
+        if self.api_runner is not None:
+            await self.api_runner.cleanup()
+        await self.journal.close()
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    # ---- config reload ----------------------------------------------------------------------
+
+    async def reload_config(self, text: str | None = None, origin: str = "api") -> SiteConfig:
+        """Validate a new site file (the given text, or the file on disk) and switch to it.
+
+        A config that does not validate never replaces the running one; the rejection is an event.
+        Settings that need a restart (site/controller id, data dir, API address) are refused.
+        """
+        path = self.config_path
+        try:
+            if text is None:
+                if path is None:
+                    raise ConfigError([ConfigIssue("<none>", 1, 1, "(file)", "no site file to reload; send the text instead")])
+                new = load_config(path)
+            else:
+                new = parse_config(text, str(path or "<api>"), path.parent if path else Path.cwd())
+            _check_live_change(self.config, new, path)
+        except ConfigError as exc:
+            await self.bus.emit(
+                "config.rejected",
+                SOURCE,
+                {"origin": origin, "errors": [str(i) for i in exc.issues]},
+                Severity.WARNING,
+            )
+            raise
+        if text is not None and path is not None:
+            _atomic_write(path, text)
+        self.config = new
+        self.devices.load(new.devices)
+        for listener in self.reload_listeners:
+            await listener(new)
+        await self.bus.emit("config.applied", SOURCE, {"origin": origin})
+        return new
+
+    # ---- health -----------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        st = self.journal.stats
+        uplink_state = self.uplink.state if self.uplink is not None else "disabled"
+        failed = [h.name for h in self.supervisor.health.values() if not h.running and h.restarts]
+        return {
+            "status": "degraded" if failed else "ok",
+            "site": self.config.site.id,
+            "controller": self.config.controller.id,
+            "version": __version__,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "uplink": uplink_state,
+            "outbox_depth": st.outbox_depth,
+            "journal": {
+                "accepted": st.accepted,
+                "stored_events": st.stored_events,
+                "stored_bytes": st.stored_bytes,
+                "budget_bytes": self.journal.budget_bytes,
+                "batches": st.batches,
+                "pruned_undelivered": st.pruned_undelivered,
+            },
+            "tasks": {
+                name: {"running": h.running, "restarts": h.restarts, "last_error": h.last_error}
+                for name, h in self.supervisor.health.items()
+            },
+        }
+
+
+def _check_live_change(old: SiteConfig, new: SiteConfig, path: Path | None) -> None:
+    fixed = {
+        "site.id": (old.site.id, new.site.id),
+        "controller.id": (old.controller.id, new.controller.id),
+        "data_dir": (old.data_dir, new.data_dir),
+        "api": (old.api, new.api),
+    }
+    issues = [
+        ConfigIssue(str(path or "<api>"), 1, 1, field, "cannot change while running; restart the daemon")
+        for field, (a, b) in fixed.items()
+        if a != b
+    ]
+    if issues:
+        raise ConfigError(issues)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+async def run_until_signalled(controller: Controller) -> None:
+    """Run until SIGINT/SIGTERM; SIGHUP reloads the site file."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    async def reload() -> None:
+        try:
+            await controller.reload_config(origin="sighup")
+            log.info("configuration reloaded")
+        except ConfigError as exc:
+            log.error("configuration rejected, keeping the running one:\n%s", exc)
+
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
+    await controller.start()
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await controller.stop()

@@ -218,17 +218,22 @@ class ConfigError(Exception):
 Path_ = tuple[str | int, ...]
 
 
-def _positions(node: yaml.Node, path: Path_, out: dict[Path_, tuple[int, int]]) -> None:
-    """Record where each dotted path starts (1-based line and column)."""
-    out.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _positions(
+    node: yaml.Node, path: Path_, values: dict[Path_, tuple[int, int]], keys: dict[Path_, tuple[int, int]]
+) -> None:
+    """Record where each path's value and key start (1-based line and column)."""
+    values[path] = _mark(node)
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
-            key = key_node.value
-            out[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            _positions(value_node, (*path, key), out)
+            keys[(*path, key_node.value)] = _mark(key_node)
+            _positions(value_node, (*path, key_node.value), values, keys)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _positions(item, (*path, index), out)
+            _positions(item, (*path, index), values, keys)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -239,9 +244,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -265,23 +268,26 @@ def parse_config(text: str, filename: str = "<config>", base: Path | None = None
         raise ConfigError([ConfigIssue(filename, line, col, "(file)", f"YAML syntax: {problem}")]) from None
     if not isinstance(data, dict):
         raise ConfigError([ConfigIssue(filename, 1, 1, "(file)", "the site file must be a YAML mapping")])
-    positions: dict[Path_, tuple[int, int]] = {}
+    values: dict[Path_, tuple[int, int]] = {}
+    keys: dict[Path_, tuple[int, int]] = {}
     if node is not None:
-        _positions(node, (), positions)
+        _positions(node, (), values, keys)
     try:
         config = SiteConfig.model_validate(data)
     except ValidationError as exc:
         issues = []
         for err in exc.errors():
             loc = tuple(err["loc"])
-            # Missing keys have no position of their own: point at the closest parent.
-            probe = loc
-            while probe not in positions and probe:
-                probe = probe[:-1]
-            line, col = positions.get(probe, (1, 1))
             message = err["msg"]
             if err["type"] == "extra_forbidden":
                 message = "unknown key (not part of the schema; check the spelling)"
+                line, col = keys.get(loc, (1, 1))
+            else:
+                # A wrong value points at the value; a missing key at the closest parent.
+                probe = loc
+                while probe not in values and probe:
+                    probe = probe[:-1]
+                line, col = values.get(probe, (1, 1))
             issues.append(ConfigIssue(filename, line, col, _dotted(loc), message))
         raise ConfigError(issues) from None
     return config.resolve(base or Path.cwd())

@@ -76,8 +76,12 @@ class Controller:
         await self.bus.emit(
             "system.started",
             SOURCE,
-            {"version": __version__, "pid": os.getpid(), "outbox_depth": stats.outbox_depth,
-             "journal_events": stats.stored_events},
+            {
+                "version": __version__,
+                "pid": os.getpid(),
+                "outbox_depth": stats.outbox_depth,
+                "journal_events": stats.stored_events,
+            },
         )
         if self.config.uplink.enabled and self.config.uplink.broker:
             self.uplink = Uplink(self)
@@ -114,7 +118,9 @@ class Controller:
         try:
             if text is None:
                 if path is None:
-                    raise ConfigError([ConfigIssue("<none>", 1, 1, "(file)", "no site file to reload; send the text instead")])
+                    raise ConfigError(
+                        [ConfigIssue("<none>", 1, 1, "(file)", "no site file to reload; send the text instead")]
+                    )
                 new = load_config(path)
             else:
                 new = parse_config(text, str(path or "<api>"), path.parent if path else Path.cwd())

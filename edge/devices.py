@@ -42,7 +42,10 @@ class DeviceRegistry:
         for cfg in configs:
             old = previous.get(cfg.id)
             self._devices[cfg.id] = DeviceState(
-                cfg.id, cfg.name or cfg.id, cfg.kind, cfg.driver,
+                cfg.id,
+                cfg.name or cfg.id,
+                cfg.kind,
+                cfg.driver,
                 online=old.online if old else None,
                 last_seen=old.last_seen if old else None,
                 state=old.state if old else {},

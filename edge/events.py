@@ -35,8 +35,16 @@ class Priority(IntEnum):
 
 # Security-relevant families outlive everything else in the journal.
 _SECURITY_PREFIXES = (
-    "access.", "alarm.", "door.", "zone.", "intercom.", "patrol.", "command.", "config.",
-    "journal.", "audit.",
+    "access.",
+    "alarm.",
+    "door.",
+    "zone.",
+    "intercom.",
+    "patrol.",
+    "command.",
+    "config.",
+    "journal.",
+    "audit.",
 )
 _TELEMETRY_PREFIXES = ("telemetry.", "vision.motion", "device.heartbeat")
 

@@ -11,6 +11,7 @@ blocks on disk I/O.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import time
@@ -226,11 +227,9 @@ class Journal:
         next_age_prune = time.monotonic() + 5
         while True:
             if not self._pending and not self._closing:
-                try:
-                    # Acks are flushed at least every 200 ms even when no events arrive.
+                # Acks are flushed at least every 200 ms even when no events arrive.
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=0.2)
-                except TimeoutError:
-                    pass
             self._wake.clear()
             if self.linger_s and self._pending and len(self._pending) < self.max_batch:
                 await asyncio.sleep(self.linger_s)
@@ -305,20 +304,18 @@ class Journal:
         try:
             for row in rows:
                 cur = conn.execute(
-                    "INSERT INTO events(id, ts_ms, type, source, priority, size, body)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO events(id, ts_ms, type, source, priority, size, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     row,
                 )
                 seqs.append(cur.lastrowid)
             conn.executemany("INSERT INTO outbox(seq) VALUES (?)", ((s,) for s in seqs))
             removed = 0
             if acks:
-                removed = conn.executemany(
-                    "DELETE FROM outbox WHERE seq = ?", ((s,) for s in acks)
-                ).rowcount
+                removed = conn.executemany("DELETE FROM outbox WHERE seq = ?", ((s,) for s in acks)).rowcount
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLITE_FULL and friends roll back by themselves
+                conn.execute("ROLLBACK")
             raise
         return seqs, removed
 
@@ -407,9 +404,10 @@ class Journal:
 
     async def outbox_batch(self, after_seq: int, limit: int = 500) -> list[OutboxEntry]:
         """Undelivered entries after `after_seq`, in journal order (acked ones excluded)."""
-        rows = await self._read(self._outbox_rows, after_seq, limit)
+        extra = len(self._acks) + len(self._acks_in_flight)
+        rows = await self._read(self._outbox_rows, after_seq, limit + extra)
         skip = self._acks | self._acks_in_flight
-        return [OutboxEntry(*r) for r in rows if r[0] not in skip]
+        return [OutboxEntry(*r) for r in rows if r[0] not in skip][:limit]
 
     def _outbox_rows(self, after_seq: int, limit: int) -> list[tuple[int, str, str, str]]:
         assert self._rconn is not None

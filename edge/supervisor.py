@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -78,8 +79,6 @@ class Supervisor:
         for name in reversed(list(self._tasks)):
             self._tasks[name].cancel()
         for name in reversed(list(self._tasks)):
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._tasks[name]
-            except (asyncio.CancelledError, Exception):
-                pass
         self._tasks.clear()

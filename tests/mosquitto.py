@@ -34,8 +34,7 @@ class Mosquitto:
             f"persistence_location {workdir}/\n"
             "max_inflight_messages 0\n"
             "max_queued_messages 0\n"
-            f"log_dest file {workdir}/mosquitto.log\n"
-            + extra_conf
+            f"log_dest file {workdir}/mosquitto.log\n" + extra_conf
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -44,7 +43,9 @@ class Mosquitto:
         return f"mqtt://{self.host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> None:
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -1,0 +1,234 @@
+"""The `linli` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import os
+import secrets
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from edge import __version__
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(json_logs: bool, verbose: bool) -> None:
+    handler = logging.StreamHandler()
+    if json_logs:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
+
+
+# ---- commands ---------------------------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from edge.config import ConfigError, load_config, summary
+
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        print(f"{args.file}: {len(exc.issues)} error(s); fix them and run check-config again", file=sys.stderr)
+        return 2
+    print(f"{args.file}: valid")
+    print(summary(config))
+    return 0
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    from edge.config import config_schema
+
+    print(config_schema())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.config import ConfigError, load_config
+    from edge.daemon import Controller, run_until_signalled
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        return 2
+    asyncio.run(run_until_signalled(Controller(config, Path(args.config).resolve())))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return asyncio.run(_demo(args))
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from edge.broker import EmbeddedBroker
+    from edge.config import load_config
+    from edge.daemon import Controller, run_until_signalled
+    from edge.demo import Simulator, default_data_dir, write_demo_site
+
+    data_dir = Path(os.path.abspath(args.data_dir or default_data_dir()))
+    password = args.admin_password or os.environ.get("LINLI_ADMIN_PASSWORD") or secrets.token_urlsafe(9)
+    broker = None
+    broker_url = args.broker
+    if broker_url is None:
+        broker = EmbeddedBroker()
+        await broker.start()
+        broker_url = broker.url
+    try:
+        site = write_demo_site(data_dir, broker_url, args.http_port, password, zeroconf=not args.no_zeroconf)
+        controller = Controller(load_config(site), site)
+        controller.extra_tasks["simulator"] = Simulator(controller, rate=args.rate).run
+        url = f"http://127.0.0.1:{args.http_port}/"
+        banner = [
+            "",
+            "Linli demo is running. Open the web page and log in:",
+            f"  web page   {url}",
+            f"  login      admin / {password}",
+            f"  MQTT       {broker_url}  (topics linli/maple-court/gate-1/#)",
+            f"  data       {data_dir}",
+            f"  live feed  linli events tail --url {url} --user admin",
+            "Press Ctrl-C to stop.",
+            "",
+        ]
+        controller.extra_tasks["banner"] = lambda: _print_later("\n".join(banner))
+        await run_until_signalled(controller)
+    finally:
+        if broker is not None:
+            await broker.stop()
+    return 0
+
+
+async def _print_later(text: str) -> None:
+    print(text, flush=True)
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    from argon2 import PasswordHasher
+
+    password = os.environ.get("LINLI_PASSWORD") or getpass.getpass("password: ")
+    if len(password) < 8:
+        print("use at least 8 characters", file=sys.stderr)
+        return 2
+    print(PasswordHasher().hash(password))
+    return 0
+
+
+def cmd_events_tail(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_tail(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+def format_event(event: dict[str, object]) -> str:
+    when = str(event.get("time", ""))[:19].replace("T", " ")
+    data = json.dumps(event.get("data", {}), ensure_ascii=False, separators=(", ", ": "))
+    severity = str(event.get("severity", "")).upper()
+    return f"{when}  {severity:8} {event.get('type', ''):28} {event.get('source', ''):18} {data}"
+
+
+async def _tail(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    base = args.url.rstrip("/")
+    headers = {}
+    async with aiohttp.ClientSession() as session:
+        token = args.token or os.environ.get("LINLI_TOKEN")
+        if not token:
+            password = os.environ.get("LINLI_PASSWORD") or getpass.getpass(f"password for {args.user}: ")
+            async with session.post(f"{base}/api/login", json={"username": args.user, "password": password}) as r:
+                if r.status != 200:
+                    print(f"login failed ({r.status}): {await r.text()}", file=sys.stderr)
+                    return 2
+                token = (await r.json())["token"]
+        headers["Authorization"] = f"Bearer {token}"
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        async with session.get(f"{base}/api/events/stream", headers=headers, timeout=timeout) as resp:
+            if resp.status != 200:
+                print(f"cannot open the event stream ({resp.status}): {await resp.text()}", file=sys.stderr)
+                return 2
+            async for raw in resp.content:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if not line.startswith("data:"):
+                    continue
+                try:
+                    event = json.loads(line[5:].strip())
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(event, dict) and "type" in event:
+                    print(format_event(event), flush=True)
+    return 0
+
+
+# ---- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="linli", description="Linli neighbourhood edge controller")
+    parser.add_argument("--version", action="version", version=f"linli {__version__}")
+    parser.add_argument("--log-json", action="store_true", help="log as JSON lines")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the daemon with a site file")
+    p.add_argument("--config", "-c", required=True, type=Path, help="the site YAML file")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="run the daemon with simulated devices, an embedded broker and the web page")
+    p.add_argument("--broker", help="use this broker (mqtt://HOST:PORT) instead of the embedded one")
+    p.add_argument("--http-port", type=int, default=8080, help="web page and API port (default 8080)")
+    p.add_argument("--data-dir", type=Path, help="where the demo keeps its journal (default ~/.local/share/linli/demo)")
+    p.add_argument("--admin-password", help="the admin's password (default: generated and printed)")
+    p.add_argument("--rate", type=float, default=1.0, help="simulated scenarios per second (default 1)")
+    p.add_argument("--no-zeroconf", action="store_true", help="do not advertise on the local network")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("check-config", help="validate a site file; prints FILE:LINE:COL errors")
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("config-schema", help="print the site file's JSON Schema (for editors)")
+    p.set_defaults(func=cmd_config_schema)
+
+    p = sub.add_parser("hash-password", help="print an argon2 hash for a user's password_hash")
+    p.set_defaults(func=cmd_hash_password)
+
+    p = sub.add_parser("events", help="work with events")
+    events = p.add_subparsers(dest="events_command", required=True, metavar="SUBCOMMAND")
+    t = events.add_parser("tail", help="follow live events, human-readable")
+    t.add_argument("--url", default="http://127.0.0.1:8080/", help="the controller's web address")
+    t.add_argument("--user", default="admin")
+    t.add_argument("--token", help="a bearer token (or LINLI_TOKEN); otherwise log in as --user")
+    t.set_defaults(func=cmd_events_tail)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_json, args.verbose)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

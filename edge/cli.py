@@ -87,7 +87,7 @@ async def _demo(args: argparse.Namespace) -> int:
     from edge.daemon import Controller, run_until_signalled
     from edge.demo import Simulator, default_data_dir, write_demo_site
 
-    data_dir = Path(os.path.abspath(args.data_dir or default_data_dir()))
+    data_dir = (args.data_dir or default_data_dir()).absolute()
     password = args.admin_password or os.environ.get("LINLI_ADMIN_PASSWORD") or secrets.token_urlsafe(9)
     broker = None
     broker_url = args.broker

@@ -301,6 +301,23 @@ def load_config(path: Path) -> SiteConfig:
     return parse_config(text, str(path), Path(path).resolve().parent)
 
 
+def check_live_change(old: SiteConfig, new: SiteConfig, path: Path | None) -> None:
+    """Refuse changes to settings that only a restart can apply."""
+    fixed = {
+        "site.id": (old.site.id, new.site.id),
+        "controller.id": (old.controller.id, new.controller.id),
+        "data_dir": (old.data_dir, new.data_dir),
+        "api": (old.api, new.api),
+    }
+    issues = [
+        ConfigIssue(str(path or "<api>"), 1, 1, field, "cannot change while running; restart the daemon")
+        for field, (a, b) in fixed.items()
+        if a != b
+    ]
+    if issues:
+        raise ConfigError(issues)
+
+
 def config_schema() -> str:
     return json.dumps(SiteConfig.model_json_schema(), indent=2)
 

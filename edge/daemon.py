@@ -13,7 +13,7 @@ from typing import Any
 
 from edge import __version__
 from edge.bus import EventBus
-from edge.config import ConfigError, ConfigIssue, SiteConfig, load_config, parse_config
+from edge.config import ConfigError, ConfigIssue, SiteConfig, check_live_change, load_config, parse_config
 from edge.devices import DeviceRegistry
 from edge.events import EventFactory, Severity
 from edge.journal import Journal, PruneReport
@@ -68,7 +68,6 @@ class Controller:
 
     async def start(self) -> None:
         from edge.api import start_api
-        from edge.uplink import Uplink
 
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         await self.journal.open()
@@ -84,6 +83,8 @@ class Controller:
             },
         )
         if self.config.uplink.enabled and self.config.uplink.broker:
+            from edge.uplink import Uplink
+
             self.uplink = Uplink(self)
             self.supervisor.start("uplink", self.uplink.run)
         self.api_runner, self.api_port = await start_api(self)
@@ -124,7 +125,7 @@ class Controller:
                 new = load_config(path)
             else:
                 new = parse_config(text, str(path or "<api>"), path.parent if path else Path.cwd())
-            _check_live_change(self.config, new, path)
+            check_live_change(self.config, new, path)
         except ConfigError as exc:
             await self.bus.emit(
                 "config.rejected",
@@ -169,22 +170,6 @@ class Controller:
                 for name, h in self.supervisor.health.items()
             },
         }
-
-
-def _check_live_change(old: SiteConfig, new: SiteConfig, path: Path | None) -> None:
-    fixed = {
-        "site.id": (old.site.id, new.site.id),
-        "controller.id": (old.controller.id, new.controller.id),
-        "data_dir": (old.data_dir, new.data_dir),
-        "api": (old.api, new.api),
-    }
-    issues = [
-        ConfigIssue(str(path or "<api>"), 1, 1, field, "cannot change while running; restart the daemon")
-        for field, (a, b) in fixed.items()
-        if a != b
-    ]
-    if issues:
-        raise ConfigError(issues)
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -26,9 +27,13 @@ class Mosquitto:
         self.host = "127.0.0.1"
         self.conf = workdir / "mosquitto.conf"
         workdir.mkdir(parents=True, exist_ok=True)
+        # Started as root, mosquitto drops to the `mosquitto` user, which cannot reach the test's
+        # private tmp folder: persistence, the log and any certificates would silently fail.
+        stay_root = "user root\n" if os.geteuid() == 0 else ""
         # Persistence keeps subscribers' queued QoS 1 messages across a stop/start.
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
+            stay_root
+            + f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {workdir}/\n"

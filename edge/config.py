@@ -130,6 +130,13 @@ class DeviceConfig(Strict):
     kind: str = Field(description="device family, e.g. reader, io_module, sensor, siren, panel")
     driver: str = Field(description="driver that talks to it, e.g. simulated, osdp, modbus, zigbee")
 
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value == "controller":
+            raise ValueError("'controller' is reserved for the controller itself")
+        return value
+
 
 class DoorConfig(Strict):
     id: Ident

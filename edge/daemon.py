@@ -13,6 +13,7 @@ from typing import Any
 
 from edge import __version__
 from edge.bus import EventBus
+from edge.commands import CommandRouter
 from edge.config import ConfigError, ConfigIssue, SiteConfig, check_live_change, load_config, parse_config
 from edge.devices import DeviceRegistry
 from edge.events import EventFactory, Severity
@@ -46,6 +47,7 @@ class Controller:
         self.devices = DeviceRegistry()
         self.devices.load(config.devices)
         self.supervisor = Supervisor(self._report)
+        self.commands = CommandRouter()  # remote commands; features register theirs here
         self.journal.on_prune.append(self._on_prune)
         self.uplink: Any = None  # edge.uplink.Uplink when configured
         self.api_runner: Any = None
@@ -147,7 +149,16 @@ class Controller:
 
     def health(self) -> dict[str, Any]:
         st = self.journal.stats
-        uplink_state = self.uplink.state if self.uplink is not None else "disabled"
+        uplink: dict[str, Any] = {"state": "disabled"}
+        if self.uplink is not None:
+            up = self.uplink
+            uplink = {
+                "state": up.state,
+                "protocol": up.protocol,
+                "last_error": up.last_error,
+                "published": up.published,
+                "reconnects": up.reconnects,
+            }
         failed = [h.name for h in self.supervisor.health.values() if not h.running and h.restarts]
         return {
             "status": "degraded" if failed else "ok",
@@ -155,7 +166,8 @@ class Controller:
             "controller": self.config.controller.id,
             "version": __version__,
             "uptime_s": round(time.time() - self.started_at, 1),
-            "uplink": uplink_state,
+            "uplink": uplink["state"],
+            "uplink_detail": uplink,
             "outbox_depth": st.outbox_depth,
             "journal": {
                 "accepted": st.accepted,

@@ -219,7 +219,9 @@ class Journal:
     def ack(self, seq: int) -> None:
         """The uplink broker acknowledged this entry; it leaves the outbox with the next commit."""
         self._acks.add(seq)
-        if len(self._acks) >= 256:
+        # Flush in bulk, or at once when this was the last outstanding entry (a drained outbox
+        # should read as empty without waiting for the periodic flush).
+        if len(self._acks) >= 256 or len(self._acks) + len(self._acks_in_flight) >= self.stats.outbox_depth:
             self._wake.set()
 
     async def _run(self) -> None:
@@ -311,7 +313,8 @@ class Journal:
             conn.executemany("INSERT INTO outbox(seq) VALUES (?)", ((s,) for s in seqs))
             removed = 0
             if acks:
-                removed = conn.executemany("DELETE FROM outbox WHERE seq = ?", ((s,) for s in acks)).rowcount
+                # Acks arrive mostly in order: delete runs of consecutive seqs as ranges.
+                removed = conn.executemany("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", _runs(sorted(acks))).rowcount
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:  # SQLITE_FULL and friends roll back by themselves
@@ -474,3 +477,14 @@ class Journal:
     async def get(self, event_id: str) -> StoredEvent | None:
         rows = await self._read(self._fetch, "SELECT seq, body FROM events WHERE id = ?", [event_id])
         return StoredEvent(rows[0][0], Event.model_validate_json(rows[0][1])) if rows else None
+
+
+def _runs(seqs: list[int]) -> list[tuple[int, int]]:
+    """[1, 2, 3, 7, 8] -> [(1, 3), (7, 8)]"""
+    runs: list[tuple[int, int]] = []
+    for seq in seqs:
+        if runs and runs[-1][1] == seq - 1:
+            runs[-1] = (runs[-1][0], seq)
+        else:
+            runs.append((seq, seq))
+    return runs

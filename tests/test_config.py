@@ -113,6 +113,8 @@ def test_hostile_values_are_refused(tmp_path: Path) -> None:
             parse_config(VALID.replace("id: gate-1", f"id: {json.dumps(bad)}"))
     with pytest.raises(ConfigError):
         parse_config(VALID.replace(HASH, "plaintext-password"))
+    with pytest.raises(ConfigError, match="reserved"):
+        parse_config(VALID.replace("id: reader-1", "id: controller"))
 
 
 def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -74,6 +74,19 @@ async def test_outbox_order_ack_and_restart(tmp_path: Path) -> None:
     await journal.close()
 
 
+async def test_out_of_order_acks_remove_exactly_those_entries(tmp_path: Path) -> None:
+    journal = await open_journal(tmp_path / "j.db")
+    for i in range(8):
+        await journal.append(make("door.opened", "door-1", {"n": i}))
+    for seq in (2, 3, 5, 8):
+        journal.ack(seq)
+    await journal.close()
+    journal = await open_journal(tmp_path / "j.db")
+    assert [e.seq for e in await journal.outbox_batch(0, 100)] == [1, 4, 6, 7]
+    assert journal.stats.outbox_depth == 4
+    await journal.close()
+
+
 async def test_disk_budget_drops_low_priority_undelivered_first(tmp_path: Path) -> None:
     journal = await open_journal(tmp_path / "j.db", budget_bytes=60_000)
     reports: list[PruneReport] = []

@@ -1,0 +1,95 @@
+"""`linli demo` as a newcomer runs it: embedded broker, simulated devices, web page, login."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import paho.mqtt.client as paho
+
+from tests.mosquitto import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_runs_the_whole_path_offline(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge.cli",
+            "demo",
+            "--http-port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "demo"),
+            "--rate",
+            "20",
+            "--no-zeroconf",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not any("Press Ctrl-C" in line for line in lines):
+            assert proc.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.05)
+        banner = "".join(lines)
+        assert f"http://127.0.0.1:{port}/" in banner
+        password = re.search(r"login\s+admin / (\S+)", banner).group(1)  # type: ignore[union-attr]
+        broker_port = int(re.search(r"MQTT\s+mqtt://127\.0\.0\.1:(\d+)", banner).group(1))  # type: ignore[union-attr]
+
+        # The web page is served.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+            assert resp.status == 200 and b"<html" in resp.read().lower()
+
+        # The printed login works and the simulated devices' events are in the journal.
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/login",
+            data=json.dumps({"username": "admin", "password": password}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            token = json.load(resp)["token"]
+
+        # Events reach the embedded broker (MQTT 3.1.1) with the documented topics.
+        received: list[str] = []
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+        client.on_message = lambda _c, _u, msg: received.append(msg.topic)
+        client.on_connect = lambda c, *_: c.subscribe("linli/maple-court/gate-1/#", qos=1)
+        client.connect("127.0.0.1", broker_port)
+        client.loop_start()
+        try:
+            deadline = time.monotonic() + 20
+            while not any("/events/access." in t for t in received) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            client.loop_stop()
+            client.disconnect()
+        assert any(t.startswith("linli/maple-court/gate-1/events/access.") for t in received), received
+        assert "linli/maple-court/gate-1/status" in received  # retained "online"
+
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/events?type=access.*&limit=5", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            events = json.load(resp)["events"]
+        assert events and all(e["site"] == "maple-court" and e["type"].startswith("access.") for e in events)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0

@@ -96,7 +96,9 @@ async def _demo(args: argparse.Namespace) -> int:
         await broker.start()
         broker_url = broker.url
     try:
-        site = write_demo_site(data_dir, broker_url, args.http_port, password, zeroconf=not args.no_zeroconf)
+        # The embedded broker speaks only MQTT 3.1.1: skip the MQTT 5 attempt.
+        protocol = "3.1.1" if broker is not None else "auto"
+        site = write_demo_site(data_dir, broker_url, args.http_port, password, not args.no_zeroconf, protocol)
         controller = Controller(load_config(site), site)
         controller.extra_tasks["simulator"] = Simulator(controller, rate=args.rate).run
         url = f"http://127.0.0.1:{args.http_port}/"

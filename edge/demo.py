@@ -27,7 +27,9 @@ def default_data_dir() -> Path:
     return Path(base) / "linli" / "demo"
 
 
-def write_demo_site(data_dir: Path, broker_url: str, http_port: int, admin_password: str, zeroconf: bool) -> Path:
+def write_demo_site(
+    data_dir: Path, broker_url: str, http_port: int, admin_password: str, zeroconf: bool, protocol: str = "auto"
+) -> Path:
     """Render the embedded demo site file into `data_dir` and make the command key if missing."""
     data_dir.mkdir(parents=True, exist_ok=True)
     key = data_dir / "command.key"
@@ -37,6 +39,7 @@ def write_demo_site(data_dir: Path, broker_url: str, http_port: int, admin_passw
     template = files("edge").joinpath("demo_site.yaml").read_text(encoding="utf-8")
     text = template.format(
         broker=broker_url,
+        protocol=protocol,
         http_port=http_port,
         zeroconf="true" if zeroconf else "false",
         admin_hash=PasswordHasher().hash(admin_password),

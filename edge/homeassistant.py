@@ -20,7 +20,6 @@ from edge.topics import Topics, discovery_node_id
 
 MANUFACTURER = "Linli"
 MODEL = "Linli edge controller"
-SUPPORT_URL = "https://github.com/linli/linli"
 
 # The controller's own event types that its HA `event` entity declares. HA refuses (and logs) an
 # event whose type is not declared, so only these are forwarded to the `ha/event` topic.
@@ -71,7 +70,8 @@ class Discovery:
         }
 
     def origin(self) -> dict[str, Any]:
-        return {"name": "Linli", "sw_version": self.version, "support_url": SUPPORT_URL}
+        # No support_url: the project has no public home yet, and HA treats the key as optional.
+        return {"name": "Linli", "sw_version": self.version}
 
     def topic(self, entity: Entity) -> str:
         return f"{self.prefix}/{entity.component}/{self.node_id}/{entity.object_id}/config"

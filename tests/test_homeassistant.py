@@ -65,7 +65,7 @@ def test_default_entities_validate_against_ha_schemas() -> None:
     for payload in msgs.values():
         assert payload["device"]["identifiers"] == ["linli_s1_gate-1"]
         assert payload["device"]["manufacturer"] == "Linli" and payload["device"]["sw_version"] == "1.2.3"
-        assert payload["origin"]["sw_version"] == "1.2.3" and payload["origin"]["support_url"].startswith("https://")
+        assert payload["origin"] == {"name": "Linli", "sw_version": "1.2.3"}
         assert payload["availability"] == [
             {"topic": TOPICS.status, "payload_available": "online", "payload_not_available": "offline"}
         ]

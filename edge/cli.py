@@ -65,7 +65,7 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from edge.config import ConfigError, load_config
-    from edge.daemon import Controller, run_until_signalled
+    from edge.daemon import Controller, StartupError, run_until_signalled
 
     try:
         config = load_config(args.config)
@@ -73,7 +73,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         for issue in exc.issues:
             print(issue, file=sys.stderr)
         return 2
-    asyncio.run(run_until_signalled(Controller(config, Path(args.config).resolve())))
+    try:
+        asyncio.run(run_until_signalled(Controller(config, Path(args.config).resolve())))
+    except StartupError as exc:
+        print(f"linli run: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -84,7 +88,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 async def _demo(args: argparse.Namespace) -> int:
     from edge.broker import EmbeddedBroker
     from edge.config import load_config
-    from edge.daemon import Controller, run_until_signalled
+    from edge.daemon import Controller, StartupError, run_until_signalled
     from edge.demo import Simulator, default_data_dir, write_demo_site
 
     data_dir = (args.data_dir or default_data_dir()).absolute()
@@ -113,16 +117,14 @@ async def _demo(args: argparse.Namespace) -> int:
             "Press Ctrl-C to stop.",
             "",
         ]
-        controller.extra_tasks["banner"] = lambda: _print_later("\n".join(banner))
-        await run_until_signalled(controller)
+        await run_until_signalled(controller, on_started=lambda: print("\n".join(banner), flush=True))
+    except StartupError as exc:
+        print(f"linli demo: {exc}", file=sys.stderr)
+        return 2
     finally:
         if broker is not None:
             await broker.stop()
     return 0
-
-
-async def _print_later(text: str) -> None:
-    print(text, flush=True)
 
 
 def cmd_hash_password(args: argparse.Namespace) -> int:

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 SOURCE = "controller"
 
 
+class StartupError(Exception):
+    """The controller cannot start; the message says what to do about it."""
+
+
 class Controller:
     """One running Linli controller.
 
@@ -88,8 +92,17 @@ class Controller:
             from edge.uplink import Uplink
 
             self.uplink = Uplink(self)
+        # The API binds first: a port already taken stops start-up before anything connects out.
+        try:
+            self.api_runner, self.api_port = await start_api(self)
+        except OSError as exc:
+            api = self.config.api
+            raise StartupError(
+                f"cannot serve the API on {api.host}:{api.port}: {exc.strerror or exc}. "
+                "Is another Linli running? Choose another port (api.port, or --http-port for the demo)."
+            ) from exc
+        if self.uplink is not None:
             self.supervisor.start("uplink", self.uplink.run)
-        self.api_runner, self.api_port = await start_api(self)
         if self.config.zeroconf.enabled:
             from edge.zeroconf_service import Advertiser
 
@@ -193,7 +206,7 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-async def run_until_signalled(controller: Controller) -> None:
+async def run_until_signalled(controller: Controller, on_started: Callable[[], None] | None = None) -> None:
     """Run until SIGINT/SIGTERM; SIGHUP reloads the site file."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -208,7 +221,13 @@ async def run_until_signalled(controller: Controller) -> None:
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
-    await controller.start()
+    try:
+        await controller.start()
+    except BaseException:
+        await controller.stop()  # close what did start, committing the journal
+        raise
+    if on_started is not None:
+        on_started()
     try:
         await stop.wait()
     finally:

@@ -226,3 +226,24 @@ def test_run_refuses_a_broken_site_file(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert f"{site}:3:1: uplinkk: unknown key" in proc.stderr
     assert os.path.exists(site)
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        site = tmp_path / "site.yaml"
+        site.write_text(site_text(mosquitto.port, port))
+        proc = subprocess.run(
+            [sys.executable, "-m", "edge.cli", "run", "--config", str(site)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert proc.returncode == 2
+    assert f"linli run: cannot serve the API on 127.0.0.1:{port}" in proc.stderr
+    assert "Traceback" not in proc.stderr

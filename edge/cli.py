@@ -127,6 +127,32 @@ async def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from edge.audit import verify_file
+    from edge.config import ConfigError, load_config
+
+    if args.journal is not None:
+        path = args.journal
+    else:
+        try:
+            path = load_config(args.config).journal_path
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+    if not path.exists():
+        print(f"no journal at {path}", file=sys.stderr)
+        return 2
+    report = verify_file(path)
+    span = f"seq {report.first_seq}..{report.last_seq}" if report.first_seq is not None else "no entries yet"
+    if report.ok:
+        print(f"audit trail intact: {report.checked} entries re-hashed, {report.pruned} pruned by retention ({span})")
+        print(f"head {report.head}")
+        return 0
+    print(f"audit trail BROKEN at seq {report.broken_seq} (event {report.broken_id or 'unknown'}): {report.reason}")
+    print(f"{report.checked} entries before it verified; compare the head with the platform's audit.checkpoint events")
+    return 1
+
+
 def cmd_hash_password(args: argparse.Namespace) -> int:
     from argon2 import PasswordHasher
 
@@ -217,6 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("hash-password", help="print an argon2 hash for a user's password_hash")
     p.set_defaults(func=cmd_hash_password)
+
+    p = sub.add_parser("audit", help="the tamper-evident audit trail")
+    audit_cmds = p.add_subparsers(dest="audit_command", required=True, metavar="SUBCOMMAND")
+    v = audit_cmds.add_parser("verify", help="check the journal's hash chain; names the first broken entry")
+    where = v.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", "-c", type=Path, help="the site file (finds its journal)")
+    where.add_argument("--journal", type=Path, help="a journal file")
+    v.set_defaults(func=cmd_audit_verify)
 
     p = sub.add_parser("events", help="work with events")
     events = p.add_subparsers(dest="events_command", required=True, metavar="SUBCOMMAND")

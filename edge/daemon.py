@@ -60,6 +60,8 @@ class Controller:
         self.reload_listeners: list[Callable[[SiteConfig], Awaitable[None]]] = []
         self.extra_tasks: dict[str, Callable[[], Awaitable[None]]] = {}
         self._stopped = asyncio.Event()
+        self.audit_checkpoint_s = 300.0
+        self._checkpointed_seq = 0
 
     # ---- events the controller itself raises ----------------------------------------------
 
@@ -108,8 +110,23 @@ class Controller:
 
             self.zeroconf = Advertiser(self)
             self.supervisor.start("zeroconf", self.zeroconf.run)
+        self.supervisor.start("audit-checkpoint", self._audit_checkpoints)
         for name, factory in self.extra_tasks.items():
             self.supervisor.start(name, factory)
+
+    async def checkpoint_audit(self) -> bool:
+        """Send the audit chain's head to the platform, if it moved: it pins the chain off the box."""
+        st = self.journal.stats
+        if st.audit_seq <= self._checkpointed_seq:
+            return False
+        await self.bus.emit("audit.checkpoint", SOURCE, {"seq": st.audit_seq, "hash": st.audit_head})
+        self._checkpointed_seq = st.audit_seq  # includes the checkpoint itself, which is chained too
+        return True
+
+    async def _audit_checkpoints(self) -> None:
+        while True:
+            await asyncio.sleep(self.audit_checkpoint_s)
+            await self.checkpoint_audit()
 
     async def stop(self) -> None:
         """Graceful shutdown: stop services, then flush the journal so nothing accepted is lost."""

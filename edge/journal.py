@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge import audit
 from edge.events import Event, Priority
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ class JournalStats:
     last_seq: int = 0
     pruned_undelivered: int = 0
     pruned_delivered: int = 0
+    audit_seq: int = 0  # newest entry of the audit hash chain
+    audit_head: str = audit.GENESIS.hex()
 
 
 class Journal:
@@ -142,6 +145,7 @@ class Journal:
         self._space.set()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._audit_hash = audit.GENESIS  # writer thread only
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -170,7 +174,10 @@ class Journal:
             log.error("journal %s is unreadable (%s); moved aside to %s", self.path, exc, aside)
             self.path.rename(aside)
             conn = self._connect()
-        conn.executescript(SCHEMA)
+        conn.executescript(SCHEMA + audit.SCHEMA)
+        seq, head = audit.head(conn)
+        self.stats.audit_seq, self.stats.audit_head = seq, head.hex()
+        self._audit_hash = head
         row = conn.execute("SELECT count(*), coalesce(sum(size), 0), coalesce(max(seq), 0) FROM events").fetchone()
         self.stats.stored_events, self.stats.stored_bytes, self.stats.last_seq = row
         self.stats.outbox_depth = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
@@ -311,6 +318,12 @@ class Journal:
                 )
                 seqs.append(cur.lastrowid)
             conn.executemany("INSERT INTO outbox(seq) VALUES (?)", ((s,) for s in seqs))
+            chain, head = [], self._audit_hash
+            for row, seq in zip(rows, seqs, strict=True):
+                if row[4] == Priority.SECURITY:
+                    head = audit.link(head, row[6])
+                    chain.append((seq, head))
+            conn.executemany("INSERT INTO audit(seq, hash) VALUES (?, ?)", chain)
             removed = 0
             if acks:
                 # Acks arrive mostly in order: delete runs of consecutive seqs as ranges.
@@ -320,6 +333,9 @@ class Journal:
             if conn.in_transaction:  # SQLITE_FULL and friends roll back by themselves
                 conn.execute("ROLLBACK")
             raise
+        if chain:  # only once committed: a failed batch must not move the chain on
+            self._audit_hash = head
+            self.stats.audit_seq, self.stats.audit_head = chain[-1][0], head.hex()
         return seqs, removed
 
     # ---- retention -------------------------------------------------------------------------
@@ -335,6 +351,14 @@ class Journal:
 
     def _delete(self, conn: sqlite3.Connection, victims: list[tuple[int, int, int, bool]], report: PruneReport) -> None:
         conn.executemany("DELETE FROM events WHERE seq = ?", ((v[0],) for v in victims))
+        # Retention, not tampering: say so on the chain, and trim what no event needs any more.
+        conn.executemany(
+            "UPDATE audit SET pruned = 1 WHERE seq = ?", ((v[0],) for v in victims if v[1] == Priority.SECURITY)
+        )
+        oldest = conn.execute(
+            "SELECT min(seq) FROM events WHERE priority = ?", (int(Priority.SECURITY),)
+        ).fetchone()[0]
+        audit.trim_head(conn, oldest if oldest is not None else self.stats.audit_seq + 1)
         conn.executemany("DELETE FROM outbox WHERE seq = ?", ((v[0],) for v in victims if not v[3]))
         for _seq, prio, size, delivered in victims:
             bucket = report.delivered if delivered else report.undelivered

@@ -167,7 +167,7 @@ class Controller:
             )
             raise
         if text is not None and path is not None:
-            _atomic_write(path, text)
+            await asyncio.to_thread(_atomic_write, path, text)
         self.config = new
         self.devices.load(new.devices)
         for listener in self.reload_listeners:

@@ -252,12 +252,10 @@ class Journal:
                 await self._commit(loop, batch, acks)
             self._acks_in_flight = set()
             if self.stats.stored_bytes > self.budget_bytes:
-                report = await loop.run_in_executor(self._writer, self._prune_to_budget)
-                self._report(report)
+                await self._retention(loop, self._prune_to_budget)
             if time.monotonic() >= next_age_prune and self.max_age_s:
                 next_age_prune = time.monotonic() + 60
-                report = await loop.run_in_executor(self._writer, self._prune_by_age, time.time())
-                self._report(report)
+                await self._retention(loop, self._prune_by_age, time.time())
             if self._closing and not self._pending and not self._acks:
                 return
 
@@ -339,6 +337,17 @@ class Journal:
         return seqs, removed
 
     # ---- retention -------------------------------------------------------------------------
+
+    async def _retention(self, loop: asyncio.AbstractEventLoop, prune: Callable[..., PruneReport], *args: Any) -> None:
+        # A failed retention pass must never stop the writer: events keep being accepted.
+        try:
+            report = await loop.run_in_executor(self._writer, prune, *args)
+        except Exception:
+            log.exception("journal retention pass failed; will retry")
+            if self._wconn is not None and self._wconn.in_transaction:
+                await loop.run_in_executor(self._writer, self._wconn.rollback)
+            return
+        self._report(report)
 
     def _report(self, report: PruneReport) -> None:
         if not report:

@@ -242,3 +242,20 @@ def test_kill_9_loses_nothing_accepted(tmp_path: Path) -> None:
 
     stored = asyncio.run(check())
     assert set(accepted) <= stored
+
+
+async def test_a_failing_retention_pass_does_not_stop_the_writer(tmp_path: Path) -> None:
+    journal = await open_journal(tmp_path / "j.db", budget_bytes=1_000)
+    calls = 0
+
+    def broken() -> PruneReport:
+        nonlocal calls
+        calls += 1
+        raise sqlite3.OperationalError("disk I/O error")
+
+    journal._prune_to_budget = broken  # type: ignore[method-assign]
+    for i in range(20):
+        await journal.append(make("telemetry.t", "io", {"n": i, "pad": "x" * 200}, Severity.DEBUG))
+    assert calls > 0
+    assert journal.stats.accepted == 20
+    await journal.close()

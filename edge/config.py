@@ -7,14 +7,13 @@ a site file written today keeps validating; unknown keys are always errors.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge.events import Priority
+from edge.yamlfile import ConfigError, ConfigIssue, read_yaml
 
 Ident = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="lower-case id: a-z 0-9 _ -")]
 
@@ -204,99 +203,13 @@ class SiteConfig(Strict):
 # ---- loading with positions -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ConfigIssue:
-    file: str
-    line: int
-    col: int
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}: {self.path}: {self.message}"
-
-
-class ConfigError(Exception):
-    def __init__(self, issues: list[ConfigIssue]) -> None:
-        self.issues = issues
-        super().__init__("\n".join(str(i) for i in issues))
-
-
-Path_ = tuple[str | int, ...]
-
-
-def _mark(node: yaml.Node) -> tuple[int, int]:
-    return node.start_mark.line + 1, node.start_mark.column + 1
-
-
-def _positions(
-    node: yaml.Node, path: Path_, values: dict[Path_, tuple[int, int]], keys: dict[Path_, tuple[int, int]]
-) -> None:
-    """Record where each path's value and key start (1-based line and column)."""
-    values[path] = _mark(node)
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            keys[(*path, key_node.value)] = _mark(key_node)
-            _positions(value_node, (*path, key_node.value), values, keys)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _positions(item, (*path, index), values, keys)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _dotted(loc: Path_) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(file)"
-
-
 def parse_config(text: str, filename: str = "<config>", base: Path | None = None) -> SiteConfig:
     """Validate a site file's text; raise ConfigError listing every problem with its position."""
+    doc = read_yaml(text, filename, "the site file")
     try:
-        node = yaml.compose(text, Loader=_UniqueKeyLoader)
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = " ".join(p for p in (exc.context, exc.problem) if p)
-        raise ConfigError([ConfigIssue(filename, line, col, "(file)", f"YAML syntax: {problem}")]) from None
-    if not isinstance(data, dict):
-        raise ConfigError([ConfigIssue(filename, 1, 1, "(file)", "the site file must be a YAML mapping")])
-    values: dict[Path_, tuple[int, int]] = {}
-    keys: dict[Path_, tuple[int, int]] = {}
-    if node is not None:
-        _positions(node, (), values, keys)
-    try:
-        config = SiteConfig.model_validate(data)
+        config = SiteConfig.model_validate(doc.data)
     except ValidationError as exc:
-        issues = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            message = err["msg"]
-            if err["type"] == "extra_forbidden":
-                message = "unknown key (not part of the schema; check the spelling)"
-                line, col = keys.get(loc, (1, 1))
-            else:
-                # A wrong value points at the value; a missing key at the closest parent.
-                probe = loc
-                while probe not in values and probe:
-                    probe = probe[:-1]
-                line, col = values.get(probe, (1, 1))
-            issues.append(ConfigIssue(filename, line, col, _dotted(loc), message))
-        raise ConfigError(issues) from None
+        raise ConfigError(doc.issues(exc, "unknown key (not part of the schema; check the spelling)")) from None
     return config.resolve(base or Path.cwd())
 
 

@@ -351,8 +351,10 @@ async def test_tls_with_client_certificate_and_password(tls_broker, tmp_path: Pa
         running_uplink(config) as (controller, uplink),
     ):
         await wait_until(lambda: uplink.state == "connected", 10, "a TLS connection")
+        assert uplink.protocol == "5" and uplink.last_error is None
         event = await controller.bus.emit("access.granted", "reader-1", {})
         await seen.wait_for(lambda _: any(e["id"] == event.id for e in events_from(seen, "reader-1")))
+        assert [e["id"] for e in events_from(seen, "reader-1")] == [event.id]
 
 
 async def test_tls_wrong_password_is_refused(tls_broker, tmp_path: Path) -> None:

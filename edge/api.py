@@ -48,6 +48,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge import __version__
+from edge.access_api import ACCESS_MAX_BODY, AccessRoutes
 from edge.auth import (
     ANY_USER,
     CONFIGURERS,
@@ -517,6 +518,7 @@ class Api:
             Route("POST", "/api/config/reload", self.reload_config, "Re-read the site file on disk",
                   CONFIGURERS, "config",
                   {200: Reply("Reloaded", Content(model=ConfigApplied)), 422: config_errors}),
+            *AccessRoutes(self).routes(),
         ]
 
     def _document(self) -> dict[str, Any]:
@@ -853,8 +855,9 @@ API = web.AppKey("linli_api", Api)
 def build_app(controller: Controller) -> web.Application:
     """The aiohttp application for `controller` (not yet listening; see start_api)."""
     api = Api(controller)
+    # Each route checks its own body limit (_read_body); this is only the largest of them.
     app = web.Application(
-        client_max_size=MAX_BODY, middlewares=[api.errors_middleware, api.auth_middleware]
+        client_max_size=max(MAX_BODY, ACCESS_MAX_BODY), middlewares=[api.errors_middleware, api.auth_middleware]
     )
     app[API] = api
     for route in api.routes:

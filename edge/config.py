@@ -7,13 +7,17 @@ a site file written today keeps validating; unknown keys are always errors.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge.events import Priority
 from edge.yamlfile import ConfigError, ConfigIssue, read_yaml
+
+if TYPE_CHECKING:
+    from rules.door import DoorSettings
 
 Ident = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="lower-case id: a-z 0-9 _ -")]
 
@@ -137,10 +141,119 @@ class DeviceConfig(Strict):
         return value
 
 
+class DoorOutputRef(Strict):
+    """A reader output that drives something (the lock relay)."""
+
+    reader: Ident
+    output: int = Field(0, ge=0, le=15, description="the reader's output number, from 0")
+
+
+class DoorInputRef(Strict):
+    """A reader input that senses something (door position switch, exit button)."""
+
+    reader: Ident
+    input: int = Field(ge=0, le=15, description="the reader's input number, from 0")
+
+
 class DoorConfig(Strict):
+    """A door: its lock mode, where its lock relay, DPS and REX are wired, and its timings.
+
+    The timing fields are those of rules.door.DoorSettings and are checked by it (e.g. the pre-alarm
+    must come before the held-open alarm).
+    """
+
     id: Ident
     name: str = ""
     lock_mode: Literal["fail_safe", "fail_secure"] = "fail_secure"
+    lock: DoorOutputRef | None = Field(None, description="the lock relay's reader output")
+    dps: DoorInputRef | None = Field(None, description="door position switch (active = open)")
+    rex: DoorInputRef | None = Field(None, description="request-to-exit button (active = pressed)")
+    strike_s: float = Field(5.0, gt=0, le=600)
+    extended_unlock_s: float = Field(15.0, gt=0, le=600)
+    held_open_s: float = Field(30.0, gt=0, le=86_400)
+    extended_held_open_s: float = Field(60.0, gt=0, le=86_400)
+    held_open_pre_alarm_s: float = Field(10.0, ge=0, le=86_400)
+    rex_action: Literal["unlock", "shunt"] = "unlock"
+    relock_on_close: bool = True
+
+    @model_validator(mode="after")
+    def _timings(self) -> DoorConfig:
+        self.settings()  # DoorSettings' own consistency rules; its ValueError names the field
+        return self
+
+    def settings(self) -> DoorSettings:
+        from rules.door import DoorSettings
+
+        return DoorSettings(
+            door_id=self.id,
+            lock_mode=self.lock_mode,
+            strike_s=self.strike_s,
+            extended_unlock_s=self.extended_unlock_s,
+            held_open_s=self.held_open_s,
+            extended_held_open_s=self.extended_held_open_s,
+            held_open_pre_alarm_s=self.held_open_pre_alarm_s,
+            rex_action=self.rex_action,
+            relock_on_close=self.relock_on_close,
+        )
+
+
+class OsdpReaderConfig(Strict):
+    id: Ident
+    address: int = Field(ge=0, le=126, description="OSDP address (127 is broadcast)")
+    door: Ident = Field(description="the door this reader stands at")
+    direction: Literal["in", "out"] = Field("in", description="in: from the door's area_from into its area_to")
+    secure: bool = True
+    install_mode: bool = Field(False, description="commissioning: accept SCBK-D once and give the reader its key")
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value == "controller":
+            raise ValueError("'controller' is reserved for the controller itself")
+        return value
+
+
+class OsdpBusConfig(Strict):
+    port: str = Field(min_length=1, description="serial device path, or socket://host:port (ser2net)")
+    baudrate: Literal[9600, 19200, 38400, 57600, 115200, 230400] = 9600
+    key_file: Path = Field(Path("osdp-keys.json"), description="secure channel keys (mode 0600); relative to data_dir")
+    readers: list[OsdpReaderConfig] = Field(min_length=1, max_length=32)
+
+    @field_validator("port")
+    @classmethod
+    def _port_form(cls, value: str) -> str:
+        if value.startswith("socket://"):
+            if not re.fullmatch(r"socket://[^/\s:]+:\d{1,5}", value):
+                raise ValueError("a ser2net port is socket://host:port")
+        elif not value.startswith("/"):
+            raise ValueError("a serial port is an absolute path (e.g. /dev/ttyUSB0) or socket://host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _addresses_unique(self) -> OsdpBusConfig:
+        addresses = [r.address for r in self.readers]
+        dupes = sorted({a for a in addresses if addresses.count(a) > 1})
+        if dupes:
+            raise ValueError(f"readers: OSDP address {dupes[0]} is used twice on this bus")
+        return self
+
+
+class OsdpSection(Strict):
+    buses: list[OsdpBusConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> OsdpSection:
+        ports = [b.port for b in self.buses]
+        if len(set(ports)) != len(ports):
+            raise ValueError("buses: the same port is configured twice")
+        ids = [r.id for b in self.buses for r in b.readers]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"readers: duplicate reader id {dupes[0]!r}")
+        return self
+
+    def readers(self) -> dict[str, OsdpReaderConfig]:
+        return {r.id: r for b in self.buses for r in b.readers}
 
 
 class ZoneConfig(Strict):
@@ -178,6 +291,7 @@ class SiteConfig(Strict):
     zones: list[ZoneConfig] = Field(default_factory=list)
     cameras: list[CameraConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)
+    osdp: OsdpSection = OsdpSection()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> SiteConfig:
@@ -189,6 +303,41 @@ class SiteConfig(Strict):
                     raise ValueError(f"{section}: duplicate {'name' if section == 'users' else 'id'} {key!r}")
                 seen.add(key)
         return self
+
+    def wiring_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Cross-references between readers and doors, each with the path of the field at fault.
+
+        Checked by parse_config (not a validator) so that each problem points at its own line.
+        """
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        doors = {d.id for d in self.doors}
+        readers = self.osdp.readers()
+        for b, bus in enumerate(self.osdp.buses):
+            for r, reader in enumerate(bus.readers):
+                if reader.door not in doors:
+                    problems.append((("osdp", "buses", b, "readers", r, "door"), f"no door {reader.door!r} in doors"))
+        for d, door in enumerate(self.doors):
+            for field in ("lock", "dps", "rex"):
+                ref = getattr(door, field)
+                if ref is not None and ref.reader not in readers:
+                    problems.append((("doors", d, field, "reader"), f"no OSDP reader {ref.reader!r}"))
+            dps, rex = door.dps, door.rex
+            if dps is not None and rex is not None and (dps.reader, dps.input) == (rex.reader, rex.input):
+                problems.append((("doors", d, "rex"), "dps and rex are wired to the same input"))
+        return problems
+
+    def device_configs(self) -> list[DeviceConfig]:
+        """The devices section plus one device per OSDP reader (kind reader, driver osdp)."""
+        listed = {d.id for d in self.devices}
+        readers = [
+            DeviceConfig(id=r.id, name=r.id, kind="reader", driver="osdp")
+            for r in self.osdp.readers().values()
+            if r.id not in listed
+        ]
+        return [*self.devices, *readers]
+
+    def osdp_key_file(self, bus: OsdpBusConfig) -> Path:
+        return bus.key_file if bus.key_file.is_absolute() else self.data_dir / bus.key_file
 
     def resolve(self, base: Path) -> SiteConfig:
         """Make the relative paths in the file relative to the file's own folder."""
@@ -210,6 +359,9 @@ def parse_config(text: str, filename: str = "<config>", base: Path | None = None
         config = SiteConfig.model_validate(doc.data)
     except ValidationError as exc:
         raise ConfigError(doc.issues(exc, "unknown key (not part of the schema; check the spelling)")) from None
+    problems = config.wiring_problems()
+    if problems:
+        raise ConfigError([doc.issue(loc, message) for loc, message in problems])
     return config.resolve(base or Path.cwd())
 
 
@@ -253,5 +405,6 @@ def summary(config: SiteConfig) -> str:
         f"users       {len(config.users)} ({', '.join(sorted({u.role for u in config.users})) or 'none'})",
         f"devices     {len(config.devices)}   doors {len(config.doors)}   zones {len(config.zones)}"
         f"   cameras {len(config.cameras)}   rules {len(config.rules)}",
+        f"osdp        {len(config.osdp.buses)} bus(es), {len(config.osdp.readers())} reader(s)",
     ]
     return "\n".join(lines)

@@ -49,7 +49,7 @@ class Controller:
         )
         self.bus = EventBus(self.journal, self.factory)
         self.devices = DeviceRegistry()
-        self.devices.load(config.devices)
+        self.devices.load(config.device_configs())
         self.supervisor = Supervisor(self._report)
         self.commands = CommandRouter()  # remote commands; features register theirs here
         self.journal.on_prune.append(self._on_prune)
@@ -57,11 +57,13 @@ class Controller:
         self.api_runner: Any = None
         self.api_port: int | None = None
         self.zeroconf: Any = None
+        self.access: Any = None  # edge.access.AccessService while the `access` task runs
         self.reload_listeners: list[Callable[[SiteConfig], Awaitable[None]]] = []
         self.extra_tasks: dict[str, Callable[[], Awaitable[None]]] = {}
         self._stopped = asyncio.Event()
         self.audit_checkpoint_s = 300.0
         self._checkpointed_seq = 0
+        self._access_key: tuple[object, ...] = ()
 
     # ---- events the controller itself raises ----------------------------------------------
 
@@ -111,8 +113,31 @@ class Controller:
             self.zeroconf = Advertiser(self)
             self.supervisor.start("zeroconf", self.zeroconf.run)
         self.supervisor.start("audit-checkpoint", self._audit_checkpoints)
+        self._access_key = _access_key(self.config)
+        if self.config.osdp.buses:
+            self.supervisor.start("access", self._run_access)
+        self.reload_listeners.append(self._reload_access)
         for name, factory in self.extra_tasks.items():
             self.supervisor.start(name, factory)
+
+    async def _run_access(self) -> None:
+        from edge.access import AccessService
+
+        # A fresh service per (re)start: a crashed one leaves no half-built doors or drivers behind.
+        self.access = AccessService(self)
+        await self.access.run()
+
+    async def _reload_access(self, new: SiteConfig) -> None:
+        """Readers and doors changed: restart access control on the new config. The old service
+        puts its doors in the safe state (shutting_down) before the new one takes them over."""
+        key = _access_key(new)
+        if key == self._access_key:
+            return
+        self._access_key = key
+        await self.supervisor.stop_task("access")
+        self.access = None
+        if new.osdp.buses:
+            self.supervisor.start("access", self._run_access)
 
     async def checkpoint_audit(self) -> bool:
         """Send the audit chain's head to the platform, if it moved: it pins the chain off the box."""
@@ -169,7 +194,7 @@ class Controller:
         if text is not None and path is not None:
             await asyncio.to_thread(_atomic_write, path, text)
         self.config = new
-        self.devices.load(new.devices)
+        self.devices.load(new.device_configs())
         for listener in self.reload_listeners:
             await listener(new)
         await self.bus.emit("config.applied", SOURCE, {"origin": origin})
@@ -212,6 +237,10 @@ class Controller:
                 for name, h in self.supervisor.health.items()
             },
         }
+
+
+def _access_key(config: SiteConfig) -> tuple[object, ...]:
+    return (config.osdp, tuple(config.doors))
 
 
 def _atomic_write(path: Path, text: str) -> None:

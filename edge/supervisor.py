@@ -74,6 +74,16 @@ class Supervisor:
                 await asyncio.sleep(delay)
                 backoff = min(backoff * 2, self.max_backoff_s)
 
+    async def stop_task(self, name: str) -> None:
+        """Cancel one task and wait for it to finish (e.g. to start it again with a new config)."""
+        task = self._tasks.pop(name, None)
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        self.health.pop(name, None)
+
     async def stop(self) -> None:
         """Cancel every task (in reverse start order) and wait for them to finish."""
         for name in reversed(list(self._tasks)):

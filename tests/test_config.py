@@ -136,3 +136,80 @@ def test_config_schema_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert {"site", "controller", "uplink", "users", "devices", "doors", "zones", "cameras", "rules"} <= set(
         schema["properties"]
     )
+
+
+# ---- the osdp section and door wiring ---------------------------------------------------------
+
+OSDP = """\
+    lock: {reader: reader-1, output: 0}
+    dps: {reader: reader-1, input: 0}
+    rex: {reader: reader-1, input: 1}
+    strike_s: 3
+    held_open_s: 20
+    held_open_pre_alarm_s: 5
+osdp:
+  buses:
+    - port: /dev/ttyUSB0
+      baudrate: 115200
+      readers:
+        - {id: reader-1, address: 1, door: door-1, direction: in}
+        - {id: reader-2, address: 2, door: door-1, direction: out, secure: false}
+"""
+
+
+def test_osdp_section_and_door_wiring_load(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, VALID + OSDP))
+    (bus,) = config.osdp.buses
+    assert [r.id for r in bus.readers] == ["reader-1", "reader-2"]
+    assert bus.readers[0].secure and not bus.readers[0].install_mode
+    assert config.osdp_key_file(bus) == config.data_dir / "osdp-keys.json"
+    door = config.doors[0]
+    assert door.lock is not None and (door.lock.reader, door.lock.output) == ("reader-1", 0)
+    settings = door.settings()
+    assert (settings.strike_s, settings.held_open_s, settings.lock_mode) == (3, 20, "fail_safe")
+    # Readers are devices too (reader-1 is listed already; reader-2 is added).
+    assert [(d.id, d.kind, d.driver) for d in config.device_configs()] == [
+        ("reader-1", "reader", "osdp"),
+        ("reader-2", "reader", "osdp"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("door: door-1, direction: out", "door: door-9, direction: out", "no door 'door-9' in doors"),
+        ("address: 2", "address: 1", "OSDP address 1 is used twice on this bus"),
+        ("address: 2", "address: 127", "osdp.buses[0].readers[1].address"),
+        ("id: reader-2", "id: reader-1", "duplicate reader id 'reader-1'"),
+        ("direction: out,", "direction: sideways,", "osdp.buses[0].readers[1].direction"),
+        ("secure: false}", "secure: false, colour: red}", "unknown key"),
+        ("port: /dev/ttyUSB0", "port: ttyUSB0", "absolute path"),
+        ("port: /dev/ttyUSB0", "port: socket://host", "socket://host:port"),
+        ("baudrate: 115200", "baudrate: 12345", "osdp.buses[0].baudrate"),
+        ("lock: {reader: reader-1", "lock: {reader: reader-7", "doors[0].lock.reader: no OSDP reader 'reader-7'"),
+        ("rex: {reader: reader-1, input: 1}", "rex: {reader: reader-1, input: 0}", "same input"),
+        ("held_open_pre_alarm_s: 5", "held_open_pre_alarm_s: 25", "held_open_pre_alarm_s must be shorter"),
+        ("strike_s: 3", "strike_s: 0", "doors[0].strike_s"),
+        ("strike_s: 3", "strike_s: 3\n    rex_action: open", "doors[0].rex_action"),
+        ("      readers:\n", "      readers: []\n      spare:\n", "osdp.buses[0].readers: List should have at least 1"),
+    ],
+)
+def test_osdp_and_door_wiring_errors(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    text = VALID + OSDP
+    assert old in text, old
+    found = issues(tmp_path, text.replace(old, new, 1))
+    assert any(expected in f for f in found), found
+
+
+def test_osdp_errors_name_the_file_and_line(tmp_path: Path) -> None:
+    text = (VALID + OSDP).replace("address: 2", "address: 1")
+    (found,) = issues(tmp_path, text)
+    assert found.startswith(f"{tmp_path / 'site.yaml'}:")
+    assert "osdp.buses[0]" in found
+    # Cross-references are placed at the field at fault, each on its own line, all at once.
+    text = (VALID + OSDP).replace("door: door-1, direction: out", "door: door-9, direction: out")
+    text = text.replace("lock: {reader: reader-1", "lock: {reader: reader-7")
+    found = issues(tmp_path, text)
+    site = tmp_path / "site.yaml"
+    assert f"{site}:20:20: doors[0].lock.reader: no OSDP reader 'reader-7'" in found
+    assert any(f.startswith(f"{site}:32:44:") and "osdp.buses[0].readers[1].door: no door 'door-9'" in f for f in found)

@@ -49,3 +49,29 @@ async def test_stop_cancels_in_reverse_order() -> None:
     await asyncio.sleep(0)
     await sup.stop()
     assert order == ["b", "a"]
+
+
+async def test_stop_task_stops_one_task_so_it_can_start_again() -> None:
+    sup = Supervisor(lambda *a: None)
+    cleaned: list[str] = []
+
+    async def service() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned.append("access")
+
+    async def other() -> None:
+        await asyncio.Event().wait()
+
+    sup.start("access", service)
+    sup.start("uplink", other)
+    await asyncio.sleep(0)
+    await sup.stop_task("access")
+    assert cleaned == ["access"] and "access" not in sup.health and sup.health["uplink"].running
+    await sup.stop_task("missing")  # nothing to stop: no error
+    sup.start("access", service)  # the name is free again
+    await asyncio.sleep(0)
+    assert sup.health["access"].running
+    await sup.stop()
+    assert cleaned == ["access", "access"]

@@ -1,0 +1,529 @@
+"""Access control in the daemon: OSDP readers -> rules.access decide() -> rules.door DoorMachine -> relays.
+
+Edge wires the parts; data flows one way (drivers know no rules, rules do no I/O):
+
+- one OsdpDriver per configured bus. Its `report` callback only queues events (it runs right after
+  libosdp's refresh and must never block); one worker journals them in order.
+- `on_credential` runs decide() on the loop with the store's index and state. Nothing here depends
+  on the uplink, so decisions are the same offline. The decision's events are committed to the
+  journal *before* the door is told: a grant is journaled or the door never opens for it.
+- one DoorMachine per door. Its relay commands become reader output commands, its events go to the
+  journal, its next deadline is one asyncio timer per door.
+- reader inputs (DPS, REX) and reader/bus supervision become door inputs; a reader or bus the door's
+  I/O depends on going away is a fault, which puts the door in its lock mode's safe state.
+
+Which readers a door depends on: the readers its lock, DPS and REX are wired to; a door without any
+I/O mapping depends on the readers standing at it.
+
+Access data comes only from the store's snapshot: a site-file door without an access Door of the
+same id is reported at start (`access.config_problem`) and every request there is denied
+(`unknown_door`), though its hardware side (locking, forced-open supervision) still runs.
+
+Card + PIN: the driver offers the card and the PIN separately. At a card_and_pin door the card is
+held (no decision, no feedback) until a PIN comes from the same reader within `pin_wait_s`; the
+pair is then decided as one request. A PIN with no card waiting is a PIN-only request; a card with
+no PIN in time is decided alone (denied `pin_required`), so the attempt is on the audit trail.
+
+Scheduled unlock and lockdown come from the access Door: applied at start, after every change of
+the access data, at the window boundaries the door machine asks for, and after first-person-in
+grants.
+
+Relay commands the reader does not acknowledge (offline, bus gone) are journaled as
+`door.relay_not_delivered`; the driver never delivers them late. What the lock then does is up to
+the hardware: a reader without power leaves its output off (a maglock released, a strike locked);
+a powered reader cut off from the bus keeps its last output. When it is back, the door machine's
+current state is commanded again (fault cleared, or `reader.link_reset` after a reboot).
+
+Shutdown: every door gets FaultRaised(shutting_down) and its safe-state command is given up to
+SHUTDOWN_DELIVERY_S to reach the reader before the drivers stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from drivers.osdp import CardCredential, Credential, KeyStore, OsdpDriver, PinCredential, ReaderConfig
+from drivers.osdp import Decision as ReaderFeedback
+from edge.access_commands import register_access_commands, unregister_access_commands
+from edge.access_store import AccessStore
+from edge.config import DoorConfig, OsdpBusConfig, SiteConfig
+from edge.events import Event, Severity
+from rules.access import (
+    AccessRequest,
+    CardRead,
+    Delta,
+    Direction,
+    DoorMode,
+    ImportResult,
+    Snapshot,
+    decide,
+    parse_holders_csv,
+)
+from rules.access.decide import AccessEvent
+from rules.door import (
+    AccessGranted,
+    ControllerStarted,
+    DoorClosed,
+    DoorInput,
+    DoorMachine,
+    DoorOpened,
+    FaultCleared,
+    FaultKind,
+    FaultRaised,
+    LockdownEnded,
+    LockdownStarted,
+    RelayCommand,
+    RexPressed,
+    Tick,
+    boot_relay_command,
+    lock_powered,
+    schedule_window_input,
+)
+
+if TYPE_CHECKING:
+    from edge.daemon import Controller
+
+log = logging.getLogger(__name__)
+
+SOURCE = "access"
+EVENT_QUEUE = 10_000  # driver/door events waiting to be journaled; more means the journal is stuck
+STARTUP_WAIT_S = 3.0  # how long start-up waits for readers before it takes the doors over anyway
+SHUTDOWN_DELIVERY_S = 1.0  # how long the last safe-state commands may take at shutdown
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class DoorRuntime:
+    cfg: DoorConfig
+    machine: DoorMachine
+    depends_on: set[str]  # reader ids; any of them offline is a fault
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass
+class PendingCard:
+    read: CardRead
+    at: float
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass
+class BusRuntime:
+    cfg: OsdpBusConfig
+    driver: OsdpDriver
+    readers: list[str] = field(default_factory=list)
+
+
+class AccessService:
+    """Started by the Controller (supervised task `access`) when the site file has OSDP buses."""
+
+    def __init__(
+        self, controller: Controller, *, pin_wait_s: float = 10.0, startup_wait_s: float = STARTUP_WAIT_S
+    ) -> None:
+        self.controller = controller
+        self.config: SiteConfig = controller.config
+        self.pin_wait_s = pin_wait_s
+        self.startup_wait_s = startup_wait_s
+        self.store = AccessStore(self.config.data_dir)
+        self.doors: dict[str, DoorRuntime] = {}
+        self.buses: list[BusRuntime] = []
+        self._readers = self.config.osdp.readers()
+        self._driver_of: dict[str, OsdpDriver] = {}
+        self._inputs: dict[tuple[str, int], tuple[str, str]] = {}  # (reader, input) -> (door, "dps"|"rex")
+        self._pending_cards: dict[str, PendingCard] = {}
+        self._events: asyncio.Queue[Event] = asyncio.Queue(EVENT_QUEUE)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.dropped_events = 0
+        self._all_online = asyncio.Event()
+        self.ready = asyncio.Event()  # set once the doors are taken over (tests, API)
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        writer = asyncio.create_task(self._journal_worker())
+        try:
+            await self.store.open()
+            await self._build()
+            await self._report_config_problems()
+            for bus in self.buses:
+                await bus.driver.start()
+            await self._take_over()
+            register_access_commands(self.controller.commands, self)
+            self.ready.set()
+            await asyncio.Event().wait()  # runs until cancelled
+        finally:
+            self.ready.clear()  # the API and MQTT commands see at once that the store is going away
+            unregister_access_commands(self.controller.commands)
+            await self._shutdown()
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            await self._drain_events()
+
+    async def _build(self) -> None:
+        for door in self.config.doors:
+            depends = {ref.reader for ref in (door.lock, door.dps, door.rex) if ref is not None}
+            if not depends:
+                depends = {r.id for r in self._readers.values() if r.door == door.id}
+            self.doors[door.id] = DoorRuntime(door, DoorMachine(door.settings()), depends)
+            for kind, ref in (("dps", door.dps), ("rex", door.rex)):
+                if ref is not None:
+                    self._inputs[(ref.reader, ref.input)] = (door.id, kind)
+        for bus_cfg in self.config.osdp.buses:
+            readers = [ReaderConfig(r.id, r.address, r.secure, r.install_mode) for r in bus_cfg.readers]
+            keys = None
+            if any(r.secure for r in readers):
+                keys = await asyncio.to_thread(KeyStore, self.config.osdp_key_file(bus_cfg))  # file I/O: off the loop
+            driver = OsdpDriver(
+                bus_cfg.port,
+                readers,
+                self._on_report,
+                on_credential=self._on_credential,
+                keys=keys,
+                baudrate=bus_cfg.baudrate,
+            )
+            self.buses.append(BusRuntime(bus_cfg, driver, [r.id for r in readers]))
+            for r in readers:
+                self._driver_of[r.id] = driver
+
+    async def _report_config_problems(self) -> None:
+        index = self.store.index
+        assert index is not None
+        missing = [d for d in self.doors if d not in index.doors]
+        if missing:
+            await self.controller.bus.emit(
+                "access.config_problem",
+                SOURCE,
+                {"problem": "no_access_door", "doors": missing, "effect": "every request at these doors is denied"},
+                Severity.WARNING,
+            )
+
+    async def _take_over(self) -> None:
+        """Boot the relays to the safe state, then hand each door to its machine."""
+        if not all(self._online(r) for r in self._readers):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_online.wait(), self.startup_wait_s)
+        now = utcnow()
+        for door in self.doors.values():
+            self._send(boot_relay_command(door.cfg.id, door.machine.settings.lock_mode))
+        for door in self.doors.values():
+            self._apply(door, ControllerStarted(door_open=self._dps_state(door)), now)
+            for reader in sorted(door.depends_on):
+                if not self._online(reader):
+                    self._apply(door, FaultRaised(FaultKind.READER_OFFLINE, reader, "not online at start"), now)
+        self._sync_doors(now)
+
+    async def _shutdown(self) -> None:
+        """Doors to their safe state, delivered while the drivers still run; then stop the drivers."""
+        now = utcnow()
+        sends: list[asyncio.Task[Any]] = []
+        for door in self.doors.values():
+            sends += self._apply(door, FaultRaised(FaultKind.SHUTTING_DOWN, SOURCE, "controller stopping"), now)
+            if door.timer is not None:  # nothing more happens to this door in this process
+                door.timer.cancel()
+                door.timer = None
+        if sends:
+            await asyncio.wait(sends, timeout=SHUTDOWN_DELIVERY_S)
+        for bus in self.buses:
+            await bus.driver.stop()
+        for pending in self._pending_cards.values():
+            if pending.timer is not None:
+                pending.timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.store.close()
+
+    # ---- the door side -------------------------------------------------------------------------------
+
+    def _apply(self, door: DoorRuntime, inp: DoorInput, now: datetime) -> list[asyncio.Task[Any]]:
+        """One step of the door's machine: queue its events, send its commands, re-arm its timer."""
+        out = door.machine.apply(inp, now)
+        for ev in out.events:
+            self._queue_event(ev.type, ev.source, dict(ev.data), ev.severity)
+        sends = [self._send(cmd) for cmd in out.commands]
+        if door.timer is not None:
+            door.timer.cancel()
+            door.timer = None
+        if out.next_deadline is not None:
+            delay = max(0.0, (out.next_deadline - now).total_seconds())
+            loop = asyncio.get_running_loop()
+            door.timer = loop.call_later(delay, self._tick, door.cfg.id)
+        return [s for s in sends if s is not None]
+
+    def _tick(self, door_id: str) -> None:
+        door = self.doors[door_id]
+        door.timer = None
+        now = utcnow()
+        if door.machine.schedule_update_due(now):
+            self._sync_schedule(door, now)
+        else:
+            self._apply(door, Tick(), now)
+
+    def _sync_doors(self, now: datetime) -> None:
+        """Bring every door in line with the access data: its lockdown flag and scheduled unlock."""
+        index = self.store.index
+        assert index is not None
+        for door in self.doors.values():
+            access_door = index.doors.get(door.cfg.id)
+            lockdown = access_door is not None and access_door.lockdown
+            if lockdown != door.machine.status.lockdown:
+                self._apply(door, LockdownStarted() if lockdown else LockdownEnded(), now)
+            self._sync_schedule(door, now)
+
+    def _sync_schedule(self, door: DoorRuntime, now: datetime) -> None:
+        """The scheduled-unlock window now in force (or not), and when to look again."""
+        index = self.store.index
+        assert index is not None
+        self._apply(door, schedule_window_input(index, self.store.state, door.cfg.id, now), now)
+
+    def _send(self, cmd: RelayCommand) -> asyncio.Task[Any] | None:
+        """The relay command as a reader output command. Tasks start in creation order, so the
+        driver queues a door's commands in the order the machine gave them."""
+        runtime = self.doors[cmd.door_id]
+        door = runtime.cfg
+        if door.lock is None:
+            return None
+        driver = self._driver_of[door.lock.reader]
+        on = lock_powered(runtime.machine.settings.lock_mode, cmd.state)
+        # Timed pulses only for an energised momentary unlock (a strike): the reader relocks by
+        # itself even if this process dies. A maglock's momentary release is a de-energised output,
+        # which the OSDP timer cannot time, so the machine's own relock command ends it.
+        duration_ms = round(cmd.duration_s * 1000) if (on and cmd.duration_s) else 0
+        task = self._spawn(driver.output(door.lock.reader, door.lock.output, on, duration_ms))
+        task.add_done_callback(lambda t: self._relay_result(t, cmd))
+        return task
+
+    def _relay_result(self, task: asyncio.Task[Any], cmd: RelayCommand) -> None:
+        """A command the reader did not acknowledge (offline, bus gone, timeout) goes on the record:
+        the driver never delivers it late, so the door is in whatever state the reader holds."""
+        if task.cancelled():
+            return
+        if task.exception() is not None or task.result() is not True:
+            data = {"door": cmd.door_id, "relay": cmd.state.value, "reason": cmd.reason}
+            if task.exception() is not None:
+                data["error"] = str(task.exception())
+            self._queue_event("door.relay_not_delivered", cmd.door_id, data, Severity.WARNING)
+
+    def _dps_state(self, door: DoorRuntime) -> bool | None:
+        if door.cfg.dps is None:
+            return None
+        state = self._driver_of[door.cfg.dps.reader].reader_state(door.cfg.dps.reader)
+        value = state["inputs"].get(door.cfg.dps.input)
+        return None if value is None else bool(value)
+
+    def _doors_of(self, readers: Iterable[str]) -> list[DoorRuntime]:
+        wanted = set(readers)
+        return [d for d in self.doors.values() if d.depends_on & wanted]
+
+    def _online(self, reader_id: str) -> bool:
+        return self._driver_of[reader_id].is_online(reader_id)
+
+    # ---- driver callbacks ----------------------------------------------------------------------------
+
+    def _on_report(self, type: str, source: str, data: dict[str, Any], severity: str) -> None:
+        """Runs synchronously right after libosdp's refresh: queue, update state, never block."""
+        self._queue_event(type, source, data, Severity(severity))
+        if type == "device.online":
+            self.controller.devices.seen(source)
+            if all(self._online(r) for r in self._readers):
+                self._all_online.set()
+        elif type == "device.offline":
+            device = self.controller.devices.get(source)
+            if device is not None:
+                device.online = False
+        if not self.ready.is_set():
+            return  # _take_over reads the readers' state when it starts the doors
+        now = utcnow()
+        if type == "reader.input":
+            target = self._inputs.get((source, int(data.get("input", -1))))
+            if target is not None:
+                door = self.doors[target[0]]
+                active = bool(data.get("active"))
+                if target[1] == "dps":
+                    self._apply(door, DoorOpened() if active else DoorClosed(), now)
+                elif active:  # the press, not the release
+                    self._apply(door, RexPressed(), now)
+        elif type == "device.online":
+            for door in self._doors_of([source]):
+                if not self._apply(door, FaultCleared(FaultKind.READER_OFFLINE, source), now):
+                    self._reassert(door, source, now)
+        elif type == "reader.link_reset":
+            # The reader may have rebooted without ever being reported offline: its outputs are
+            # back at their power-on state, which for a maglock (output off) means unlocked.
+            for door in self._doors_of([source]):
+                self._reassert(door, source, now)
+        elif type == "device.offline":
+            for door in self._doors_of([source]):
+                self._apply(door, FaultRaised(FaultKind.READER_OFFLINE, source, str(data.get("reason", ""))), now)
+        elif type in ("bus.offline", "bus.online"):
+            bus = next((b for b in self.buses if b.driver.name == source), None)
+            if bus is not None:
+                for door in self._doors_of(bus.readers):
+                    if type == "bus.offline":
+                        fault: DoorInput = FaultRaised(FaultKind.BUS_LOST, source, str(data.get("error", "")))
+                    else:
+                        fault = FaultCleared(FaultKind.BUS_LOST, source)
+                    self._apply(door, fault, now)
+
+    def _reassert(self, door: DoorRuntime, reader_id: str, now: datetime) -> None:
+        """Send the relay state the machine believes in again, to a lock reader that came back."""
+        if door.cfg.lock is None or door.cfg.lock.reader != reader_id:
+            return
+        status = door.machine.status
+        if not status.started:
+            return
+        duration = None if status.relay_until is None else max(0.001, (status.relay_until - now).total_seconds())
+        self._send(RelayCommand(door.cfg.id, status.relay, "reassert", duration))
+
+    async def _on_credential(self, reader_id: str, credential: Credential) -> ReaderFeedback | None:
+        reader = self._readers[reader_id]
+        door_id = reader.door
+        card: CardRead | None = None
+        pin: str | None = None
+        index = self.store.index
+        assert index is not None
+        access_door = index.doors.get(door_id)
+        if isinstance(credential, CardCredential):
+            read = credential.read
+            card = CardRead.decoded(read.format, read.facility, read.card or 0)
+            if access_door is not None and access_door.mode is DoorMode.CARD_AND_PIN:
+                pending = PendingCard(card, time.monotonic())
+                old = self._pending_cards.get(reader_id)
+                if old is not None and old.timer is not None:
+                    old.timer.cancel()
+                loop = asyncio.get_running_loop()
+                pending.timer = loop.call_later(self.pin_wait_s, self._pin_timed_out, reader_id, pending)
+                self._pending_cards[reader_id] = pending
+                return None  # wait for the PIN; the reader shows nothing yet
+        elif isinstance(credential, PinCredential):
+            pin = credential.pin
+            held = self._pending_cards.pop(reader_id, None)
+            if held is not None:
+                if held.timer is not None:
+                    held.timer.cancel()
+                if time.monotonic() - held.at <= self.pin_wait_s:
+                    card = held.read
+        granted = await self._decide(reader_id, card, pin)
+        return ReaderFeedback(granted=granted)
+
+    def _pin_timed_out(self, reader_id: str, pending: PendingCard) -> None:
+        """No PIN followed the card: decide the card alone, so the audit trail has the attempt
+        (`pin_required`). The reader's own feedback is not shown for it (the driver asked no more)."""
+        if self._pending_cards.get(reader_id) is pending:
+            del self._pending_cards[reader_id]
+            self._spawn(self._decide(reader_id, pending.read, None))
+
+    async def _decide(self, reader_id: str, card: CardRead | None, pin: str | None) -> bool:
+        """decide() on the loop, journal the outcome (committed), then let the door act on a grant."""
+        reader = self._readers[reader_id]
+        door_id = reader.door
+        index = self.store.index
+        assert index is not None
+        request = AccessRequest(
+            door_id=door_id,
+            reader_id=reader_id,
+            card=card,
+            pin=pin,
+            direction=Direction(reader.direction),
+            reader_tamper=bool(self._driver_of[reader_id].reader_state(reader_id).get("tamper")),
+        )
+        now = utcnow()
+        decision = decide(index, self.store.state, request, now)
+        if decision.state_changed:
+            self.store.state_changed()
+        # Journal the decision and wait for the commit before the door moves: a grant that is not
+        # in the audit trail never opens a door.
+        await self._journal_now(decision.events)
+        door = self.doors.get(door_id)
+        if decision.granted and door is not None:
+            # The access model has no "needs more time" flag on holders yet: grants use strike_s.
+            now = utcnow()
+            self._apply(door, AccessGranted(decision.holder_id, reader_id), now)
+            if decision.state_changed:
+                self._sync_schedule(door, now)  # a staff grant may have released a first-person-in window
+        return decision.granted
+
+    # ---- access data changes (API, MQTT) --------------------------------------------------------------
+
+    async def replace_snapshot(self, snapshot: Snapshot, origin: str, *, allow_older: bool = False) -> int:
+        """Store a full snapshot (StaleSnapshotError / AccessDataError: nothing changed)."""
+        index = await self.store.replace_snapshot(snapshot, allow_older=allow_older)
+        await self._changed(origin, "snapshot")
+        return index.version
+
+    async def apply_delta(self, delta: Delta, origin: str) -> int:
+        """Apply one delta (StaleDeltaError / AccessDataError: nothing changed)."""
+        index = await self.store.apply_delta(delta)
+        await self._changed(origin, "delta")
+        return index.version
+
+    async def import_csv(self, text: str, origin: str) -> tuple[ImportResult, int]:
+        """Parse a holders CSV and apply its valid rows as one local delta; rows with errors change nothing.
+
+        The import makes a new version on the box: the platform learns of it from the
+        `access.data_changed` event and should send a fresh snapshot to take the box over again.
+        """
+        index = self.store.index
+        assert index is not None
+        # Parsing 10,000 rows hashes PINs and validates models: not on the event loop.
+        result = await asyncio.to_thread(parse_holders_csv, text, index)
+        if not result.rows:
+            return result, index.version
+        delta = Delta(base_version=index.version, version=index.version + 1, upsert=result.items())
+        version = await self.apply_delta(delta, origin)
+        return result, version
+
+    async def _changed(self, origin: str, kind: str) -> None:
+        await self.controller.bus.emit(
+            "access.data_changed", SOURCE, {"origin": origin, "kind": kind, "version": self.store.version}
+        )
+        await self._report_config_problems()
+        if self.ready.is_set():
+            self._sync_doors(utcnow())
+
+    # ---- events to the journal -----------------------------------------------------------------------
+
+    async def _journal_now(self, events: Iterable[AccessEvent]) -> None:
+        bus = self.controller.bus
+        make = self.controller.factory
+        futures = [await bus.submit(make(e.type, e.source, dict(e.data), e.severity)) for e in events]
+        if futures:
+            await asyncio.gather(*futures)
+
+    def _queue_event(self, type: str, source: str, data: dict[str, Any], severity: Severity) -> None:
+        try:
+            self._events.put_nowait(self.controller.factory(type, source, data, severity))
+        except asyncio.QueueFull:
+            self.dropped_events += 1
+            log.warning("access event queue full; dropped %s from %s", type, source)
+
+    async def _journal_worker(self) -> None:
+        while True:
+            event = await self._events.get()
+            committed = await self.controller.bus.submit(event)
+            committed.add_done_callback(_log_commit_failure)
+
+    async def _drain_events(self) -> None:
+        while not self._events.empty():
+            await self.controller.bus.publish(self._events.get_nowait())
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+def _log_commit_failure(future: asyncio.Future[int]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("access event not journaled: %s", future.exception())

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge.events import Priority
 from edge.yamlfile import ConfigError, ConfigIssue, read_yaml
@@ -20,6 +20,16 @@ if TYPE_CHECKING:
     from rules.door import DoorSettings
 
 Ident = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="lower-case id: a-z 0-9 _ -")]
+
+
+def _not_reserved(value: str) -> str:
+    if value == "controller":
+        raise ValueError("'controller' is reserved for the controller itself")
+    return value
+
+
+# A device's id names its MQTT state topic, where `controller` is the controller's own.
+DeviceId = Annotated[Ident, AfterValidator(_not_reserved)]
 
 
 class Strict(BaseModel):
@@ -128,17 +138,10 @@ class UserConfig(Strict):
 
 
 class DeviceConfig(Strict):
-    id: Ident
+    id: DeviceId
     name: str = ""
     kind: str = Field(description="device family, e.g. reader, io_module, sensor, siren, panel")
     driver: str = Field(description="driver that talks to it, e.g. simulated, osdp, modbus, zigbee")
-
-    @field_validator("id")
-    @classmethod
-    def _not_reserved(cls, value: str) -> str:
-        if value == "controller":
-            raise ValueError("'controller' is reserved for the controller itself")
-        return value
 
 
 class DoorOutputRef(Strict):
@@ -198,19 +201,12 @@ class DoorConfig(Strict):
 
 
 class OsdpReaderConfig(Strict):
-    id: Ident
+    id: DeviceId
     address: int = Field(ge=0, le=126, description="OSDP address (127 is broadcast)")
     door: Ident = Field(description="the door this reader stands at")
     direction: Literal["in", "out"] = Field("in", description="in: from the door's area_from into its area_to")
     secure: bool = True
     install_mode: bool = Field(False, description="commissioning: accept SCBK-D once and give the reader its key")
-
-    @field_validator("id")
-    @classmethod
-    def _not_reserved(cls, value: str) -> str:
-        if value == "controller":
-            raise ValueError("'controller' is reserved for the controller itself")
-        return value
 
 
 class OsdpBusConfig(Strict):

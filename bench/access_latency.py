@@ -11,9 +11,8 @@ Measured in the same run:
   that sleeps 20 ms), same simulator, same keys, 1 reader;
 - the CPU this process uses with 4 readers on an idle, polled bus.
 
-rules/access is not wired to the driver yet: both sides use a stub that grants every card after
-an O(1) lookup in 10,000 loaded credentials, and switches the lock output for 100 ms. (decide()
-itself takes about 9 us with 10,000 credentials, small next to the 50 ms OSDP poll cycle.)
+Both sides make the real decision, rules.access.decide() over 10,000 loaded credentials (a 24/7
+access level on every door), and switch the lock output for 100 ms on a grant.
 
     .venv/bin/python -m bench.access_latency [--quick]      (from the repository root)
 
@@ -30,6 +29,7 @@ import resource
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +38,79 @@ import osdp_sys
 import serial
 
 from bench.common import machine, percentile
-from drivers.osdp import Credential, Decision, KeyStore, OsdpDriver, ReaderConfig
+from drivers.osdp import Credential, Decision, KeyStore, OsdpDriver, ReaderConfig, wiegand
 from drivers.osdp.model import CardCredential
+from rules.access import (
+    AccessIndex,
+    AccessLevel,
+    AccessRequest,
+    AccessState,
+    Card,
+    CardFormat,
+    CardRead,
+    CredentialKind,
+    Door,
+    DoorGroup,
+    Holder,
+    HolderKind,
+    LevelGrant,
+    PinHasher,
+    Schedule,
+    ScheduleInterval,
+    Snapshot,
+    decide,
+)
+from rules.access import (
+    Credential as AccessCredential,
+)
+from rules.access.model import ALL_DAYS
 
 PULSE_MS = 100
 BAUD = 115200
-CREDENTIALS = {(1, n): f"holder-{n}" for n in range(10_000)}  # stands in for the credential store
+FACILITY = 1
+
+
+def access_index(doors: int = 4, holders: int = 10_000) -> AccessIndex:
+    """10,000 staff cards (facility 1, numbers 0..9999), all allowed at every door, all the time."""
+    door_ids = tuple(f"door-{n}" for n in range(1, doors + 1))
+    snapshot = Snapshot(
+        version=1,
+        doors=tuple(Door(id=d, name=d) for d in door_ids),
+        door_groups=(DoorGroup(id="all-doors", name="All doors", doors=door_ids),),
+        schedules=(
+            Schedule(
+                id="always", name="Always", intervals=(ScheduleInterval(days=ALL_DAYS, start="00:00", end="24:00"),)
+            ),
+        ),
+        access_levels=(
+            AccessLevel(id="staff", name="Staff", grants=(LevelGrant(door_group="all-doors", schedule="always"),)),
+        ),
+        holders=tuple(
+            Holder(id=f"h{n}", name=f"Holder {n}", kind=HolderKind.STAFF, access_levels=("staff",))
+            for n in range(holders)
+        ),
+        credentials=tuple(
+            AccessCredential(
+                id=f"c{n}",
+                holder_id=f"h{n}",
+                kind=CredentialKind.CARD,
+                card=Card(format=CardFormat.H10301, facility=FACILITY, number=n),
+            )
+            for n in range(holders)
+        ),
+    )
+    return AccessIndex.build(snapshot, PinHasher(b"bench-pin-key-0123456789abcdef"))
+
+
+INDEX = access_index()
+
+
+def grants(address: int, facility: int | None, card: int) -> bool:
+    """The decision both sides make: reader at address N stands at door-N."""
+    request = AccessRequest(
+        door_id=f"door-{address}", reader_id=f"r{address}", card=CardRead.decoded("h10301", facility, card)
+    )
+    return decide(INDEX, AccessState(), request, datetime.now(UTC)).granted
 
 
 class Simulator:
@@ -132,11 +199,12 @@ async def linli_run(
     async with Simulator(link, keys.path, addresses) as sim:
         driver: OsdpDriver
 
-        async def grant_every_card(reader: str, credential: Credential) -> Decision:
+        async def grant_by_rules(reader: str, credential: Credential) -> Decision:
             assert isinstance(credential, CardCredential)
-            CREDENTIALS.get((credential.read.facility, credential.read.card))  # the O(1) lookup
-            await driver.output(reader, 0, True, duration_ms=PULSE_MS)
-            return Decision(granted=True)
+            granted = grants(int(reader[1:]), credential.read.facility, credential.read.card or 0)
+            if granted:
+                await driver.output(reader, 0, True, duration_ms=PULSE_MS)
+            return Decision(granted=granted)
 
         online = asyncio.Event()
         seen: set[str] = set()
@@ -148,7 +216,7 @@ async def linli_run(
                     online.set()
 
         readers = [ReaderConfig(f"r{a}", a) for a in addresses]
-        driver = OsdpDriver(str(link), readers, report, on_credential=grant_every_card, keys=keys, baudrate=BAUD)
+        driver = OsdpDriver(str(link), readers, report, on_credential=grant_by_rules, keys=keys, baudrate=BAUD)
         async with driver:
             await asyncio.wait_for(online.wait(), 10)
             cpu = await idle_cpu_pct(idle_s) if idle_s else None
@@ -180,7 +248,11 @@ async def baseline_run(tmp: Path, keys: KeyStore, reads: int) -> list[float]:
             return 0
 
         def grant(event: dict[str, Any]) -> None:
-            CREDENTIALS.get((1, 0))
+            data = bytes(event.get("data", b""))
+            length = int(event.get("length", len(data) * 8))
+            read = wiegand.decode_bytes(data, length, reverse=event.get("direction") == 1)
+            if not grants(1, read.facility, read.card or 0):
+                return
             cmd = {"command": osdp_sys.CMD_OUTPUT, "output_no": 0, "control_code": 5, "timer_count": 1}
             cp.submit_command(1, cmd)  # waits for the wrapper's lock: at most one refresh
 
@@ -233,7 +305,7 @@ async def main_async(quick: bool) -> dict[str, Any]:
         "idle_cpu_pct": round(cpu or 0.0, 2),
         "reads": reads,
         "secure_channel": True,
-        "decision": "stub: grant every card (rules/access not wired in yet), 10,000 credentials in a dict",
+        "decision": "rules.access.decide(), 10,000 credentials loaded",
         "transport": "pty, 115200 nominal (a pty does not pace bytes)",
         "machine": machine(),
     }

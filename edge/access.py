@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from drivers.osdp import CardCredential, Credential, KeyStore, OsdpDriver, PinCredential, ReaderConfig
+from drivers.osdp import CardCredential, Credential, KeyFileError, KeyStore, OsdpDriver, PinCredential, ReaderConfig
 from drivers.osdp import Decision as ReaderFeedback
 from edge.access_commands import register_access_commands, unregister_access_commands
 from edge.access_store import AccessStore
@@ -153,7 +153,12 @@ class AccessService:
         writer = asyncio.create_task(self._journal_worker())
         try:
             await self.store.open()
-            await self._build()
+            try:
+                await self._build()
+            except (KeyFileError, ValueError) as exc:
+                # A key file that is unsafe or lacks a reader's key cannot be fixed by retrying:
+                # say so once, clearly, instead of crash-looping.
+                await self._give_up(exc)
             await self._report_config_problems()
             for bus in self.buses:
                 await bus.driver.start()
@@ -195,6 +200,23 @@ class AccessService:
             self.buses.append(BusRuntime(bus_cfg, driver, [r.id for r in readers]))
             for r in readers:
                 self._driver_of[r.id] = driver
+
+    async def _give_up(self, exc: Exception) -> None:
+        # Nothing is driven: there are no doors or buses for the shutdown to hand back.
+        self.doors.clear()
+        self.buses.clear()
+        log.error("access control cannot drive the readers: %s", exc)
+        await self.controller.bus.emit(
+            "access.config_problem",
+            SOURCE,
+            {
+                "problem": "readers_unusable",
+                "error": str(exc),
+                "effect": "no reader or door is driven until this is fixed and Linli is restarted",
+            },
+            Severity.ALARM,
+        )
+        await asyncio.Event().wait()  # until cancelled (shutdown, or a reload that changes osdp/doors)
 
     async def _report_config_problems(self) -> None:
         index = self.store.index

@@ -58,6 +58,11 @@ class Supervisor:
                 raise
             except Exception as exc:
                 health.running = False
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    # It failed while being stopped: restarting it would outlive the stop.
+                    log.exception("task %s failed while stopping", name)
+                    raise asyncio.CancelledError from exc
                 health.restarts += 1
                 health.last_error = f"{type(exc).__name__}: {exc}"
                 health.last_crash = time.time()

@@ -415,3 +415,21 @@ async def test_scheduled_unlock_and_lockdown_follow_the_access_data(tmp_path: Pa
         await asyncio.sleep(0.2)
         assert not gate.outputs[OUTPUT_LOCK].on
         assert not service.doors["gate"].machine.status.lockdown
+
+
+async def test_a_secure_reader_without_a_key_is_one_clear_problem_not_a_crash_loop(tmp_path: Path) -> None:
+    async with SimBus([SimReader(1), SimReader(2)]) as bus:
+        await seed_store(tmp_path / "data")
+        yaml = access_yaml(bus.port).replace(
+            "address: 1, door: gate, secure: false", "address: 1, door: gate, secure: true"
+        )
+        async with running_controller(tmp_path, site_yaml(extra=yaml)) as controller:
+            problem = await wait_event(
+                controller, "access.config_problem", lambda d: d["problem"] == "readers_unusable"
+            )
+            assert "gate-r" in problem.event.data["error"]
+            assert problem.event.severity == "alarm"
+            await asyncio.sleep(1.5)  # longer than the supervisor's first restart backoff
+            assert await journaled(controller, "supervisor.task_crashed") == []
+            assert len(await journaled(controller, "access.config_problem")) == 1
+            assert controller.supervisor.health["access"].running

@@ -75,3 +75,22 @@ async def test_stop_task_stops_one_task_so_it_can_start_again() -> None:
     assert sup.health["access"].running
     await sup.stop()
     assert cleaned == ["access", "access"]
+
+
+async def test_a_task_failing_while_it_is_stopped_is_not_restarted() -> None:
+    reports: list[str] = []
+    sup = Supervisor(lambda t, *a: reports.append(t), initial_backoff_s=0.01)
+    starts = 0
+
+    async def messy_shutdown() -> None:
+        nonlocal starts
+        starts += 1
+        try:
+            await asyncio.Event().wait()
+        finally:
+            raise RuntimeError("cleanup failed")
+
+    sup.start("access", messy_shutdown)
+    await asyncio.sleep(0.01)
+    await asyncio.wait_for(sup.stop(), 2)
+    assert starts == 1 and reports == []

@@ -468,9 +468,8 @@ class AccessService:
         await self._journal_now(decision.events)
         door = self.doors.get(door_id)
         if decision.granted and door is not None:
-            # The access model has no "needs more time" flag on holders yet: grants use strike_s.
             now = utcnow()
-            self._apply(door, AccessGranted(decision.holder_id, reader_id), now)
+            self._apply(door, AccessGranted(decision.holder_id, reader_id, extended=decision.extended_unlock), now)
             if decision.state_changed:
                 self._sync_schedule(door, now)  # a staff grant may have released a first-person-in window
         return decision.granted

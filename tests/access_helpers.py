@@ -178,6 +178,14 @@ def standard_snapshot(version: int = 1) -> Snapshot:
         Holder(id="frank", name="Frank", kind=HolderKind.RESIDENT, apartment="2-202", access_levels=("resident",)),
         Holder(id="gina", name="Gina", kind=HolderKind.RESIDENT, apartment="2-203"),
         Holder(id="hank", name="Hank", kind=HolderKind.STAFF, access_levels=("staff-all",)),
+        Holder(
+            id="ivy",
+            name="Ivy (wheelchair user)",
+            kind=HolderKind.RESIDENT,
+            apartment="1-102",
+            access_levels=("resident",),
+            extended_unlock=True,
+        ),
     )
     credentials = (
         card_credential("alice", 1001),
@@ -189,6 +197,7 @@ def standard_snapshot(version: int = 1) -> Snapshot:
         card_credential("frank", 1006, enabled=False),
         card_credential("gina", 1007),
         card_credential("hank", 1008),
+        card_credential("ivy", 1020),
     )
     door_groups = (
         DoorGroup(id="all", name="All doors", doors=tuple(door.id for door in DOORS)),

@@ -15,10 +15,12 @@ from rules.access import (
     apply_delta,
     parse_holders_csv,
 )
+from rules.access import csv_import
 from rules.access.csv_import import COLUMNS
 from tests.access_helpers import HASHER, MONDAY_10, ask, local, standard_index, utc
 
-HEADER = ",".join(COLUMNS)
+# The columns most files carry; tests of the optional trailing ones add them to their own header.
+HEADER = "holder_id,name,kind,apartment,card_format,facility,card,pin,access_levels,valid_from,valid_until"
 
 
 @pytest.fixture(scope="module")
@@ -257,3 +259,25 @@ def test_too_many_errors_stop_early(index: AccessIndex) -> None:
     result = parse(index, *[f"h{i},H,tenant,,,,,,,," for i in range(600)])
     assert len(result.errors) == 501
     assert str(result.errors[-1]) == "line 501: row: stopped after 500 errors"
+
+
+def test_extended_unlock_column(index: AccessIndex) -> None:
+    header = "holder_id,name,kind,apartment,extended_unlock"
+    result = parse(
+        index,
+        "w1,Wei,resident,5-101,yes",
+        "w2,Wu,resident,5-102,",
+        "w3,Xu,resident,5-103,FALSE",
+        "w4,Yu,resident,5-104,maybe",
+        header=header,
+    )
+    assert messages(result) == ["line 5: extended_unlock: yes or no"]
+    flags = {row.holder.id: row.holder.extended_unlock for row in result.rows}
+    assert flags == {"w1": True, "w2": False, "w3": False}
+
+
+def test_every_column_is_documented_and_accepted(index: AccessIndex) -> None:
+    documented = {line.split()[0] for line in csv_import.__doc__.splitlines() if line[:1].isalpha()}
+    assert set(COLUMNS) <= documented
+    result = parse(index, "s1,Sam,staff" + "," * (len(COLUMNS) - 3), header=",".join(COLUMNS))
+    assert not result.errors and [row.holder.id for row in result.rows] == ["s1"]

@@ -38,6 +38,7 @@ from tests.access_helpers import (
 )
 
 ALICE, BOB, CAROL, DAVE, ERIN, FRANK, GINA, HANK = 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008
+IVY = 1020  # resident who needs the extended unlock time
 MINUTE = timedelta(minutes=1)
 
 
@@ -552,3 +553,14 @@ def test_prune_forgets_expired_lockouts_and_stale_failures(index: AccessIndex, s
     ask(index, state, MONDAY_10, door="office", card_number=BOB, pin="0000")
     state.prune(MONDAY_10 + timedelta(hours=1), longest_failure_window_s=300)
     assert state.lockouts == {} and state.pin_failures == {}
+
+
+def test_extended_unlock_comes_with_the_holders_grant_only(index: AccessIndex, state: AccessState) -> None:
+    ivy = ask(index, state, MONDAY_10, door="gate", card_number=IVY)
+    assert ivy.granted and ivy.extended_unlock
+    assert ivy.events[0].data["extended_unlock"] is True
+    alice = ask(index, state, MONDAY_10, door="gate", card_number=ALICE)
+    assert alice.granted and not alice.extended_unlock
+    assert "extended_unlock" not in alice.events[0].data
+    denied = ask(index, state, MONDAY_10, door="vault", card_number=IVY)  # not in her levels
+    assert not denied.granted and not denied.extended_unlock

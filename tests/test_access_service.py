@@ -133,6 +133,20 @@ async def test_card_grant_is_journaled_then_unlocks_for_the_strike_time(tmp_path
         assert await journaled(controller, "door.unlocked", since)
 
 
+async def test_a_holder_who_needs_more_time_gets_the_extended_unlock(tmp_path: Path) -> None:
+    async with access_site(tmp_path) as (controller, bus):
+        gate = bus.reader(1)
+        since = mark(controller)
+        gate.present_card(1020, FACILITY)  # ivy: extended_unlock; the gate's extended time is 1 s
+        on_at = await gate.wait_output(OUTPUT_LOCK, True, within=3.0)
+        off_at = await gate.wait_output(OUTPUT_LOCK, False, within=3.0)
+        assert 0.9 <= off_at - on_at <= 2.0  # not the 0.5 s strike time
+        granted = await wait_event(controller, "access.granted", after=since)
+        assert granted.event.data["extended_unlock"] is True
+        unlocked = await wait_event(controller, "door.unlocked", after=since)
+        assert unlocked.event.data.get("extended") is True
+
+
 async def test_grant_is_committed_before_the_output_switches(tmp_path: Path) -> None:
     seen: list[int] = []
     holder: dict[str, Controller] = {}

@@ -116,7 +116,9 @@ def test_grant_unlocks_for_the_strike_time() -> None:
     unlock = command(out)
     assert (unlock.state, unlock.reason, unlock.duration_s) == (UNLOCKED, "grant", 5.0)
     unlocked = only(out, "door.unlocked")
-    assert unlocked.data == {"door": DOOR, "reason": "grant", "until": at(6).isoformat(), "by": "alice"}
+    assert unlocked.data == {
+        "door": DOOR, "reason": "grant", "until": at(6).isoformat(), "by": "alice", "extended": False
+    }
     assert out.next_deadline == at(6)
     assert door.relay is UNLOCKED
 

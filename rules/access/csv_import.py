@@ -26,6 +26,8 @@ valid_from     ``2026-01-31`` (start of that local day), ``2026-01-31T08:00`` (s
                when DST makes it nonexistent or ambiguous — add an offset), or with an offset
                ``2026-01-31T08:00+08:00`` / ``…Z``
 valid_until    same forms; a date alone means through the end of that local day; visitors need it
+extended_unlock  ``yes``/``no`` (or ``true``/``false``, ``1``/``0``; empty: no): the holder needs
+               more time at doors (accessibility), so grants use the door's extended unlock time
 =============  ====================================================================================
 
 A row makes one holder and at most one credential, with deterministic ids: ``<holder_id>.card``
@@ -78,6 +80,7 @@ COLUMNS = (
     "access_levels",
     "valid_from",
     "valid_until",
+    "extended_unlock",
 )
 REQUIRED_COLUMNS = ("holder_id", "name", "kind")
 DEFAULT_MAX_ROWS = 10_000
@@ -258,6 +261,7 @@ class _RowParser:
         valid_until = self._instant(fields.get("valid_until", ""), "valid_until", True, fail)
         if valid_from and valid_until and valid_from >= valid_until:
             fail("valid_until", "must be after valid_from")
+        extended = self._flag(fields.get("extended_unlock", ""), "extended_unlock", fail)
         apartment = fields.get("apartment") or None
         if kind is HolderKind.RESIDENT and apartment is None:
             fail("apartment", "required for a resident")
@@ -276,6 +280,7 @@ class _RowParser:
                 access_levels=levels,
                 valid_from=valid_from,
                 valid_until=valid_until,
+                extended_unlock=extended,
             ),
         )
         credential = self._credential(line, holder_id, card, pin)
@@ -288,6 +293,15 @@ class _RowParser:
         return ImportRow(line, holder, credential)
 
     # --- fields ---
+
+    def _flag(self, value: str, column: str, fail: _Fail) -> bool:
+        word = value.strip().lower()
+        if word in ("", "no", "false", "0"):
+            return False
+        if word in ("yes", "true", "1"):
+            return True
+        fail(column, "yes or no")
+        return False
 
     def _holder_id(self, value: str, fail: _Fail) -> str | None:
         if not value:

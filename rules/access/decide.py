@@ -130,6 +130,7 @@ class Decision:
     holder_id: str | None
     credential_id: str | None
     antipassback_violation: bool
+    extended_unlock: bool  # granted to a holder who needs the door's extended unlock time
     events: tuple[AccessEvent, ...]
     state_changed: bool  # persist the AccessState
 
@@ -320,6 +321,9 @@ class _Deciding:
             data["card"] = {"format": card.format, "facility": card.facility, "number": card.number}
         if violation:
             data["antipassback_violation"] = True
+        extended = granted and self.holder is not None and self.holder.extended_unlock
+        if extended:
+            data["extended_unlock"] = True
         event = AccessEvent("access.granted" if granted else "access.denied", request.reader_id, data, severity)
         return Decision(
             granted=granted,
@@ -329,6 +333,7 @@ class _Deciding:
             holder_id=holder_id,
             credential_id=credential_id,
             antipassback_violation=violation,
+            extended_unlock=extended,
             events=(event, *self.extra_events),
             state_changed=self.state_changed,
         )

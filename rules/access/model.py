@@ -79,6 +79,8 @@ class Holder(_Validity):
     access_levels: tuple[Id, ...] = ()
     # Passes doors in lockdown (security staff, responders); still needs a valid credential and PIN.
     lockdown_override: bool = False
+    # Accessibility: doors stay unlocked for their extended time (and may be held open longer).
+    extended_unlock: bool = False
 
     @model_validator(mode="after")
     def _kind_rules(self) -> Self:

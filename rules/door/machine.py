@@ -436,13 +436,14 @@ class DoorMachine:
         duration_s = None if until is None else (until - now).total_seconds()
         out.commands.append(RelayCommand(self.settings.door_id, state, reason, duration_s))
         if changed and state is RelayState.UNLOCKED:
-            by = self._unlock.by if self._unlock is not None and until is not None else None
+            momentary = self._unlock if until is not None else None
             out.event(
                 DoorEventType.UNLOCKED,
                 Severity.INFO,
                 reason=reason,
                 until=None if until is None else until.isoformat(),
-                by=by,
+                by=None if momentary is None else momentary.by,
+                extended=momentary is not None and momentary.extended,
             )
         elif changed:
             out.event(DoorEventType.LOCKED, Severity.INFO, reason=reason)

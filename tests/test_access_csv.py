@@ -13,9 +13,9 @@ from rules.access import (
     HolderKind,
     ImportResult,
     apply_delta,
+    csv_import,
     parse_holders_csv,
 )
-from rules.access import csv_import
 from rules.access.csv_import import COLUMNS
 from tests.access_helpers import HASHER, MONDAY_10, ask, local, standard_index, utc
 

@@ -54,6 +54,7 @@ from drivers.osdp import Decision as ReaderFeedback
 from edge.access_commands import register_access_commands, unregister_access_commands
 from edge.access_store import AccessStore
 from edge.config import DoorConfig, OsdpBusConfig, SiteConfig
+from edge.door_control import DoorPresence, RemoteUnlockRefused
 from edge.events import Event, Severity
 from rules.access import (
     AccessRequest,
@@ -80,6 +81,8 @@ from rules.door import (
     LockdownEnded,
     LockdownStarted,
     RelayCommand,
+    RelayState,
+    RemoteUnlock,
     RexPressed,
     Tick,
     boot_relay_command,
@@ -96,6 +99,10 @@ SOURCE = "access"
 EVENT_QUEUE = 10_000  # driver/door events waiting to be journaled; more means the journal is stuck
 STARTUP_WAIT_S = 3.0  # how long start-up waits for readers before it takes the doors over anyway
 SHUTDOWN_DELIVERY_S = 1.0  # how long the last safe-state commands may take at shutdown
+# Reader events that change what `state/<reader>` shows.
+READER_STATE_EVENTS = frozenset(
+    {"device.online", "device.offline", "reader.tamper", "reader.power", "reader.security_fault", "reader.commissioned"}
+)
 
 
 def utcnow() -> datetime:
@@ -146,6 +153,7 @@ class AccessService:
         self.dropped_events = 0
         self._all_online = asyncio.Event()
         self.ready = asyncio.Event()  # set once the doors are taken over (tests, API)
+        self.presence = DoorPresence(controller, self.remote_unlock)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
@@ -164,11 +172,16 @@ class AccessService:
                 await bus.driver.start()
             await self._take_over()
             register_access_commands(self.controller.commands, self)
+            readers_at: dict[str, list[str]] = {}
+            for reader in self._readers.values():
+                readers_at.setdefault(reader.door, []).append(reader.id)
+            self.presence.announce(self.config.doors, readers_at)
             self.ready.set()
             await asyncio.Event().wait()  # runs until cancelled
         finally:
             self.ready.clear()  # the API and MQTT commands see at once that the store is going away
             unregister_access_commands(self.controller.commands)
+            self.presence.withdraw()
             await self._shutdown()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -280,6 +293,7 @@ class AccessService:
             delay = max(0.0, (out.next_deadline - now).total_seconds())
             loop = asyncio.get_running_loop()
             door.timer = loop.call_later(delay, self._tick, door.cfg.id)
+        self.presence.door_changed(door.cfg.id, door.machine.status)
         return [s for s in sends if s is not None]
 
     def _tick(self, door_id: str) -> None:
@@ -363,6 +377,8 @@ class AccessService:
             device = self.controller.devices.get(source)
             if device is not None:
                 device.online = False
+        if source in self._readers and type in READER_STATE_EVENTS:
+            self.presence.reader_changed(source, self._driver_of[source].reader_state(source))
         if not self.ready.is_set():
             return  # _take_over reads the readers' state when it starts the doors
         now = utcnow()
@@ -473,6 +489,30 @@ class AccessService:
             if decision.state_changed:
                 self._sync_schedule(door, now)  # a staff grant may have released a first-person-in window
         return decision.granted
+
+    # ---- remote unlock (platform, API, Home Assistant, intercom) ----------------------------------------
+
+    async def remote_unlock(self, door_id: str, *, origin: str, actor: str, extended: bool = False) -> bool:
+        """A momentary unlock asked from afar, where the door's `remote_unlock` lists `origin`.
+
+        Journaled (committed) before the door moves, like a grant. True when the door unlocked; False
+        when its machine refused (safe state after a fault, lockdown): `door.unlock_refused` says why.
+        Raises RemoteUnlockRefused for an unknown door, a disallowed origin, or a service not running.
+        """
+        if not self.ready.is_set():
+            raise RemoteUnlockRefused("not_running", "access control is not running")
+        door = self.doors.get(door_id)
+        if door is None:
+            raise RemoteUnlockRefused("unknown_door", f"no door {door_id!r}")
+        data = {"door": door_id, "origin": origin, "actor": actor}
+        if origin not in door.cfg.remote_unlock:
+            refused_data = {**data, "reason": "not_allowed"}
+            refused = AccessEvent("access.remote_unlock_refused", door_id, refused_data, Severity.WARNING)
+            await self._journal_now([refused])
+            raise RemoteUnlockRefused("not_allowed", f"door {door_id!r} does not allow remote unlock by {origin}")
+        await self._journal_now([AccessEvent("access.remote_unlock", door_id, data, Severity.INFO)])
+        self._apply(door, RemoteUnlock(requested_by=f"{origin}:{actor}", extended=extended), utcnow())
+        return door.machine.status.relay is RelayState.UNLOCKED
 
     # ---- access data changes (API, MQTT) --------------------------------------------------------------
 

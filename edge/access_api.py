@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from edge.auth import CONFIGURERS
+from edge.auth import CONFIGURERS, STAFF
+from edge.door_control import RemoteUnlockRefused, door_state
 from edge.openapi import Content, Reply, Route
 from rules.access import AccessDataError, Delta, Snapshot, StaleDeltaError, StaleSnapshotError
 
@@ -35,6 +36,23 @@ class CsvImportOut(BaseModel):
     errors: list[str]  # `line N: column: message` per rejected row; those rows changed nothing
 
 
+class DoorOut(BaseModel):
+    id: str
+    name: str
+    lock_mode: str
+    remote_unlock: list[str]  # who may unlock it from afar
+    state: dict[str, Any]  # edge.door_control.door_state: lock, open, forced_open, held_open, ...
+
+
+class DoorList(BaseModel):
+    doors: list[DoorOut]
+
+
+class UnlockOut(BaseModel):
+    door: str
+    unlocked: bool  # False: the door stayed locked (fault, lockdown); door.unlock_refused says why
+
+
 class AccessRoutes:
     def __init__(self, api: Api) -> None:
         self.api = api
@@ -45,6 +63,15 @@ class AccessRoutes:
         err = Content(model=ErrorBody)
         off = Reply("Access control is not running (no osdp buses configured, or starting)", err)
         return [
+            Route("GET", "/api/doors", self.list_doors, "Doors and their state", STAFF, "access",
+                  {200: Reply("every door of the site file", Content(model=DoorList)), 503: off}),
+            Route("POST", "/api/doors/{door}/unlock", self.unlock_door, "Unlock a door for its strike time",
+                  CONFIGURERS, "access",
+                  {200: Reply("Journaled and handed to the door", Content(model=UnlockOut)),
+                   403: Reply("The door's remote_unlock does not list api", err),
+                   404: Reply("No such door", err), 503: off},
+                  description="Only doors whose `remote_unlock` lists `api`. Journaled as "
+                              "`access.remote_unlock` with the user's name before the door moves."),
             Route("GET", "/api/access/snapshot", self.get_snapshot, "The access data as one snapshot", CONFIGURERS,
                   "access", {200: Reply("the current snapshot (PINs only as keyed hashes)", Content(model=Snapshot)),
                              503: off}),
@@ -81,6 +108,34 @@ class AccessRoutes:
         if service is None or not service.ready.is_set():
             raise _error(503, "access control is not running: configure osdp buses in the site file")
         return service  # type: ignore[no-any-return]
+
+    async def list_doors(self, request: web.Request) -> web.StreamResponse:
+        from edge.api import _json
+
+        service = self._service()
+        doors = [
+            DoorOut(
+                id=d.cfg.id,
+                name=d.cfg.name or d.cfg.id,
+                lock_mode=d.cfg.lock_mode,
+                remote_unlock=list(d.cfg.remote_unlock),
+                state=door_state(d.machine.status),
+            )
+            for d in service.doors.values()
+        ]
+        return _json(DoorList(doors=doors))
+
+    async def unlock_door(self, request: web.Request) -> web.StreamResponse:
+        from edge.api import PRINCIPAL, _error, _json
+
+        service = self._service()
+        door = request.match_info["door"]
+        try:
+            unlocked = await service.remote_unlock(door, origin="api", actor=request[PRINCIPAL].session.username)
+        except RemoteUnlockRefused as exc:
+            status = {"unknown_door": 404, "not_allowed": 403}.get(exc.reason, 503)
+            raise _error(status, str(exc)) from None
+        return _json(UnlockOut(door=door, unlocked=unlocked))
 
     def _origin(self, request: web.Request) -> str:
         from edge.api import PRINCIPAL

@@ -1,4 +1,6 @@
-"""Signed MQTT commands for the platform's versioned access sync: `access/snapshot` and `access/delta`.
+"""Signed MQTT commands for the platform's versioned access sync (`access/snapshot`, `access/delta`)
+and for remote unlocking (`door/unlock` {door, extended?}: only doors whose `remote_unlock` lists
+`platform`).
 
 The command's `args` object is the Snapshot or Delta itself (rules.access.model). Authentication,
 replay protection and the size limit (`uplink.commands.max_bytes`, at most 1 MB: larger sites send
@@ -14,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from edge.commands import BadArgs, CommandRejected, CommandRouter
+from edge.door_control import RemoteUnlockRefused
 from rules.access import AccessDataError, Delta, Snapshot, StaleDeltaError, StaleSnapshotError
 
 if TYPE_CHECKING:
     from edge.access import AccessService
 
-NAMES = ("access/snapshot", "access/delta")
+NAMES = ("access/snapshot", "access/delta", "door/unlock")
 
 
 def register_access_commands(router: CommandRouter, service: AccessService) -> None:
@@ -30,6 +33,16 @@ def register_access_commands(router: CommandRouter, service: AccessService) -> N
 
     async def delta(args: dict[str, Any]) -> dict[str, Any]:
         return await _apply(service.apply_delta(_parse(Delta, args), "mqtt"))
+
+    async def door_unlock(args: dict[str, Any]) -> dict[str, Any]:
+        door, extended = args.get("door"), args.get("extended", False)
+        if not isinstance(door, str) or not isinstance(extended, bool) or set(args) - {"door", "extended"}:
+            raise BadArgs("door/unlock takes {door: str, extended?: bool}")
+        try:
+            unlocked = await service.remote_unlock(door, origin="platform", actor="platform", extended=extended)
+        except RemoteUnlockRefused as exc:
+            raise CommandRejected("failed", str(exc), issues=[exc.reason]) from None
+        return {"door": door, "unlocked": unlocked}
 
     async def _apply(change: Awaitable[int]) -> dict[str, Any]:
         try:
@@ -44,6 +57,7 @@ def register_access_commands(router: CommandRouter, service: AccessService) -> N
 
     router.register("access/snapshot", snapshot, replace=True)
     router.register("access/delta", delta, replace=True)
+    router.register("door/unlock", door_unlock, replace=True)
 
 
 def unregister_access_commands(router: CommandRouter) -> None:

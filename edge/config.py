@@ -178,6 +178,12 @@ class DoorConfig(Strict):
     held_open_pre_alarm_s: float = Field(10.0, ge=0, le=86_400)
     rex_action: Literal["unlock", "shunt"] = "unlock"
     relock_on_close: bool = True
+    remote_unlock: list[Literal["platform", "api", "home_assistant", "intercom"]] = Field(
+        default_factory=list,
+        description="who may unlock this door from afar: platform (signed MQTT command door/unlock), api "
+        "(managers in the web UI), home_assistant (its lock entity; HA cannot sign, so only the broker's ACL "
+        "guards it), intercom (a resident answering a call at this door's panel). Default: nobody.",
+    )
 
     @model_validator(mode="after")
     def _timings(self) -> DoorConfig:

@@ -148,3 +148,115 @@ def forwards_to_ha(event: Event) -> bool:
 def ha_event_payload(event: Event) -> dict[str, Any]:
     """What the `event` entity reads: HA takes `event_type`, the rest become event attributes."""
     return {"event_type": event.type, "event_id": event.id, "severity": str(event.severity)}
+
+
+# ---- doors (access control) ------------------------------------------------------------------------
+
+LOCKED, UNLOCKED = "LOCKED", "UNLOCKED"
+PAYLOAD_LOCK, PAYLOAD_UNLOCK = "LOCK", "UNLOCK"
+# A door's HA `event` entity carries its access decisions, named as HA event types.
+DOOR_EVENT_TYPES: dict[str, str] = {"access.granted": "granted", "access.denied": "denied"}
+
+
+def door_state_key(door_id: str) -> str:
+    """The door's `state/<key>` level: `door.<id>`, which no device id can take (device ids have no dots)."""
+    return f"door.{door_id}"
+
+
+def door_entities(
+    topics: Topics,
+    door_id: str,
+    name: str,
+    *,
+    unlockable: bool,
+    has_dps: bool,
+    tamper_readers: Iterable[str] = (),
+) -> list[Entity]:
+    """A door: its lock (a `lock` HA may unlock where the site file allows it, otherwise a read-only
+    `binary_sensor` of class lock), its position sensor, its readers' tamper and its decisions."""
+    state_topic = topics.state(door_state_key(door_id))
+    lock_template = "{{ value_json.lock }}"
+    key = door_id.replace("-", "_")
+    entities: list[Entity] = []
+    if unlockable:
+        entities.append(
+            Entity(
+                "lock",
+                f"door_{key}_lock",
+                f"{name} lock",
+                {
+                    "state_topic": state_topic,
+                    "value_template": lock_template,
+                    "state_locked": LOCKED,
+                    "state_unlocked": UNLOCKED,
+                    "command_topic": topics.ha_command(door_state_key(door_id)),
+                    "payload_lock": PAYLOAD_LOCK,
+                    "payload_unlock": PAYLOAD_UNLOCK,
+                    "optimistic": False,
+                },
+            )
+        )
+    else:
+        entities.append(
+            Entity(
+                "binary_sensor",
+                f"door_{key}_lock",
+                f"{name} lock",
+                {
+                    "state_topic": state_topic,
+                    "value_template": "{{ 'ON' if value_json.lock == 'UNLOCKED' else 'OFF' }}",
+                    "device_class": "lock",  # HA: on means unlocked
+                },
+            )
+        )
+    if has_dps:
+        entities.append(
+            Entity(
+                "binary_sensor",
+                f"door_{key}_open",
+                f"{name}",
+                {
+                    "state_topic": state_topic,
+                    # Unknown until the DPS first reports: HA shows that as unknown, not closed.
+                    "value_template": "{{ {true: 'ON', false: 'OFF'}.get(value_json.open, 'None') }}",
+                    "device_class": "door",
+                },
+            )
+        )
+    for reader in tamper_readers:
+        entities.append(
+            Entity(
+                "binary_sensor",
+                f"reader_{reader.replace('-', '_')}_tamper",
+                f"{reader} tamper",
+                {
+                    "state_topic": topics.state(reader),
+                    "value_template": "{{ 'ON' if value_json.tamper else 'OFF' }}",
+                    "device_class": "tamper",
+                    "entity_category": "diagnostic",
+                },
+            )
+        )
+    entities.append(
+        Entity(
+            "event",
+            f"door_{key}_access",
+            f"{name} access",
+            {
+                "state_topic": topics.ha_entity_event(door_state_key(door_id)),
+                "event_types": list(DOOR_EVENT_TYPES.values()),
+            },
+        )
+    )
+    return entities
+
+
+def door_event_payload(event: Event) -> dict[str, Any]:
+    """A decision as the door's HA event: the type, and who/why as attributes (never a PIN: the
+    decision events carry none)."""
+    data = event.data
+    payload: dict[str, Any] = {"event_type": DOOR_EVENT_TYPES[event.type], "event_id": event.id}
+    for field_name in ("reason", "holder", "reader"):
+        if data.get(field_name) is not None:
+            payload[field_name] = data[field_name]
+    return payload

@@ -21,6 +21,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,7 +43,7 @@ from edge.commands import (
     register_builtin_commands,
 )
 from edge.config import SiteConfig, UplinkSection
-from edge.events import Severity
+from edge.events import Event, Severity
 from edge.homeassistant import (
     Discovery,
     Entity,
@@ -151,6 +152,10 @@ class Uplink:
         )
         # Home Assistant entities; a feature appends its own and calls request_discovery().
         self.ha_entities: list[Entity] = controller_entities(self.topics)
+        # HA commands by topic (under topics.ha_cmd_prefix); a feature registers its handlers.
+        self.ha_commands: dict[str, Callable[[bytes], Awaitable[None]]] = {}
+        # Events a feature forwards to its own HA `event` entities: event -> (topic, payload) or None.
+        self.ha_event_routes: list[Callable[[Event], tuple[str, dict[str, Any]] | None]] = []
 
         self._client: aiomqtt.Client | None = None
         self._ever_connected = False
@@ -176,6 +181,10 @@ class Uplink:
     async def publish_state(self, device_id: str, payload: dict[str, Any]) -> None:
         """Retained `state/<device>`. Never waits for the broker: while offline only the latest
         state per device is kept, and it goes out on reconnect."""
+        self.set_state(device_id, payload)
+
+    def set_state(self, device_id: str, payload: dict[str, Any]) -> None:
+        """`publish_state` for callers that cannot await (driver callbacks)."""
         self.topics.state(device_id)  # validates the id before anything is queued
         if not isinstance(payload, dict):
             raise TypeError("device state must be a JSON object")
@@ -260,6 +269,7 @@ class Uplink:
             await self._sync_discovery(client, ha.discovery_prefix if ha.enabled else None)
             if ha.enabled:
                 await client.subscribe(f"{ha.discovery_prefix}/status", qos=1)
+                await client.subscribe(self.topics.ha_cmd_filter, qos=1)
             log.info("uplink connected to %s (MQTT %s)", config.uplink.broker, self.protocol)
             self._emit(
                 "uplink.connected",
@@ -267,7 +277,7 @@ class Uplink:
             )
             ha_events: Subscription | None = None
             if ha.enabled:
-                ha_events = self.controller.bus.subscribe("uplink-ha", maxsize=256, accept=forwards_to_ha)
+                ha_events = self.controller.bus.subscribe("uplink-ha", maxsize=256, accept=self._forwards_to_ha)
             try:
                 async with asyncio.TaskGroup() as tasks:
                     ha_status = f"{ha.discovery_prefix}/status" if ha.enabled else None
@@ -541,7 +551,8 @@ class Uplink:
         self._announced = (discovery, entities)
 
     async def _republish_discovery(self, client: aiomqtt.Client) -> None:
-        self._discovery_wake.clear()
+        # The wake is not cleared here: entities a feature added between the announcement on
+        # connect and this task's start must still go out (a repeat is harmless; a loss is not).
         while True:
             await self._discovery_wake.wait()
             self._discovery_wake.clear()
@@ -550,10 +561,18 @@ class Uplink:
             if self._announced is not None:
                 await self._publish_discovery(client, self._announced[0].prefix)
 
+    def _forwards_to_ha(self, event: Event) -> bool:
+        return forwards_to_ha(event) or any(route(event) is not None for route in self.ha_event_routes)
+
     async def _forward_ha_events(self, client: aiomqtt.Client, events: Subscription) -> None:
         async for stored in events:
-            payload = json.dumps(ha_event_payload(stored.event))
-            await client.publish(self.topics.ha_event, payload, qos=1)
+            event = stored.event
+            if forwards_to_ha(event):
+                await client.publish(self.topics.ha_event, json.dumps(ha_event_payload(event)), qos=1)
+            for route in self.ha_event_routes:
+                routed = route(event)
+                if routed is not None:
+                    await client.publish(routed[0], json.dumps(routed[1]), qos=1)
 
     # ---- incoming messages and commands ---------------------------------------------------------
 
@@ -562,7 +581,7 @@ class Uplink:
         async for message in client.messages:
             topic = message.topic.value
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-            if topic.startswith(cmd_prefix):
+            if topic.startswith(cmd_prefix) or topic.startswith(self.topics.ha_cmd_prefix):
                 try:
                     self._commands_in.put_nowait((topic, payload))
                 except asyncio.QueueFull:
@@ -577,7 +596,10 @@ class Uplink:
         while True:
             topic, payload = await self._commands_in.get()
             try:
-                await self.handle_command(topic, payload)
+                if topic.startswith(self.topics.ha_cmd_prefix):
+                    await self.handle_ha_command(topic, payload)
+                else:
+                    await self.handle_command(topic, payload)
             except Exception:
                 log.exception("uplink: command on %.200s failed unexpectedly", topic)
 
@@ -600,6 +622,15 @@ class Uplink:
         )
         await self._publish_result(command.id, {"id": command.id, "ok": True, "result": result})
         return True
+
+    async def handle_ha_command(self, topic: str, payload: bytes) -> None:
+        """One Home Assistant command; a topic nobody registered is ignored (HA may still hold a
+        retained command for an entity that is gone)."""
+        handler = self.ha_commands.get(topic)
+        if handler is None:
+            log.info("uplink: no handler for Home Assistant command on %.200s", topic)
+            return
+        await handler(payload[:256])  # HA's payloads are words like UNLOCK: never more than this
 
     async def _rejected(self, topic: str, rejected: CommandRejected, command: Command | None) -> None:
         command_id = command.id if command is not None else rejected.command_id

@@ -15,6 +15,7 @@ import pytest
 
 from edge.commands import sign_command
 from edge.events import Event
+from edge.homeassistant import door_entities, door_event_payload
 from edge.uplink import backoff_delay, parse_broker
 from tests.mosquitto import Mosquitto, free_port
 from tests.mqtt_helpers import (
@@ -462,18 +463,41 @@ async def test_every_message_matches_the_topic_schema(mosquitto: Mosquitto, tmp_
         Collector(mosquitto.port, ["linli/#", "homeassistant/#"]) as seen,
         running_uplink(config) as (controller, uplink),
     ):
+        # A feature's door: its HA entities, its HA command, its decisions routed to its event entity.
+        door_topics = door_entities(uplink.topics, "main", "Main", unlockable=True, has_dps=True, tamper_readers=["r1"])
+        uplink.ha_entities.extend(door_topics)
+        ha_commands: list[bytes] = []
+
+        async def on_ha_command(payload: bytes) -> None:
+            ha_commands.append(payload)
+
+        uplink.ha_commands[uplink.topics.ha_command("door.main")] = on_ha_command
+        uplink.ha_event_routes.append(
+            lambda e: (uplink.topics.ha_entity_event("door.main"), door_event_payload(e))
+            if e.type == "access.granted" else None
+        )
+        uplink.request_discovery()
         await wait_until(lambda: uplink.state == "connected")
         await controller.bus.emit("door.forced_open", "door-main", {"door": "main"}, "alarm")
         await controller.bus.emit("config.applied", "controller", {"origin": "test"})
+        await controller.bus.emit("access.granted", "r1", {"door": "main", "reason": "granted", "holder": "h1"})
         await uplink.publish_state("door-main", {"open": True, "locked": False})
+        uplink.set_state("door.main", {"lock": "LOCKED", "open": False, "forced_open": False, "held_open": "none",
+                                       "free_passage": False, "lockdown": False, "faults": []})
+        entities = len(uplink.ha_entities)
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as platform:
             for cid, args in (("ok-1", {}), ("bad-1", {"unexpected": 1})):
                 topic = f"{BASE}/cmd/ping"
                 await platform.publish(topic, sign_command(topic, command_id=cid, args=args, key=b"k" * 32), qos=1)
             await platform.publish("homeassistant/status", "online", qos=1)
+            await platform.publish(uplink.topics.ha_command("door.main"), "UNLOCK", qos=1)
         await seen.wait_for(lambda _: len(seen.matching("/cmd_result/")) == 2, what="command results")
-        await seen.wait_for(lambda _: len(seen.matching("^homeassistant/.*/config$")) == 6, what="rediscovery")
+        await seen.wait_for(
+            lambda _: len(seen.matching("^homeassistant/.*/config$")) >= 2 * entities, what="rediscovery"
+        )
         await seen.wait_for(lambda _: len(seen.on(f"{BASE}/ha/event")) >= 2, what="HA events")
+        await seen.wait_for(lambda _: bool(seen.on(f"{BASE}/ha/event/door.main")), what="the door's HA event")
+        await wait_until(lambda: ha_commands == [b"UNLOCK"], what="the HA command handled")
 
     kinds = {tree.check(m.topic, m.payload) for m in seen.messages}
     assert kinds == {entry["name"] for entry in tree.doc["topics"]}  # every entry exercised

@@ -69,6 +69,7 @@ from edge.journal import JournalClosed, StoredEvent
 from edge.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from edge.metrics import ApiStats, make_registry, render
 from edge.openapi import Content, Param, Reply, Route, build_document
+from edge.sim_api import SimRoutes
 
 if TYPE_CHECKING:
     from edge.daemon import Controller
@@ -519,6 +520,7 @@ class Api:
                   CONFIGURERS, "config",
                   {200: Reply("Reloaded", Content(model=ConfigApplied)), 422: config_errors}),
             *AccessRoutes(self).routes(),
+            *SimRoutes(self).routes(),
         ]
 
     def _document(self) -> dict[str, Any]:

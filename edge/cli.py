@@ -90,6 +90,7 @@ async def _demo(args: argparse.Namespace) -> int:
     from edge.config import load_config
     from edge.daemon import Controller, StartupError, run_until_signalled
     from edge.demo import Simulator, default_data_dir, write_demo_site
+    from edge.demo_devices import RESIDENTS, DemoDevices, Passersby, seed_access_data
 
     data_dir = (args.data_dir or default_data_dir()).absolute()
     password = args.admin_password or os.environ.get("LINLI_ADMIN_PASSWORD") or secrets.token_urlsafe(9)
@@ -99,12 +100,21 @@ async def _demo(args: argparse.Namespace) -> int:
         broker = EmbeddedBroker()
         await broker.start()
         broker_url = broker.url
+    data_dir.mkdir(parents=True, exist_ok=True)
+    devices = DemoDevices(data_dir)  # OSDP readers on a pty, with keys in data_dir
+    await devices.start()
     try:
         # The embedded broker speaks only MQTT 3.1.1: skip the MQTT 5 attempt.
         protocol = "3.1.1" if broker is not None else "auto"
-        site = write_demo_site(data_dir, broker_url, args.http_port, password, not args.no_zeroconf, protocol)
-        controller = Controller(load_config(site), site)
+        site = write_demo_site(
+            data_dir, broker_url, args.http_port, password, not args.no_zeroconf, protocol, devices.port
+        )
+        config = load_config(site)
+        await seed_access_data(data_dir, config.site.timezone)
+        controller = Controller(config, site)
+        controller.simulator = devices  # the web page's simulator panel drives it
         controller.extra_tasks["simulator"] = Simulator(controller, rate=args.rate).run
+        controller.extra_tasks["passersby"] = Passersby(devices, RESIDENTS, rate=args.rate / 2).run
         url = f"http://127.0.0.1:{args.http_port}/"
         banner = [
             "",
@@ -114,6 +124,7 @@ async def _demo(args: argparse.Namespace) -> int:
             f"  MQTT       {broker_url}  (topics linli/maple-court/gate-1/#)",
             f"  data       {data_dir}",
             f"  live feed  linli events tail --url {url} --user admin",
+            f"  a card     linli sim --data-dir {data_dir} card --reader gate-reader --card {RESIDENTS[0].card}",
             "Press Ctrl-C to stop.",
             "",
         ]
@@ -122,9 +133,34 @@ async def _demo(args: argparse.Namespace) -> int:
         print(f"linli demo: {exc}", file=sys.stderr)
         return 2
     finally:
+        await devices.stop()
         if broker is not None:
             await broker.stop()
     return 0
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from edge.demo import default_data_dir
+    from edge.demo_devices import send_command
+
+    match args.sim_command:
+        case "card":
+            line = f"card {args.reader} {args.card}" + ("" if args.facility is None else f" {args.facility}")
+        case "pin":
+            line = f"pin {args.reader} {args.pin}"
+        case "exit":
+            line = f"exit {args.reader}"
+        case _:  # door, tamper
+            line = f"{args.sim_command} {args.reader} {args.state}"
+    data_dir = (args.data_dir or default_data_dir()).absolute()
+    try:
+        reply = asyncio.run(send_command(data_dir, line))
+    except ConnectionError as exc:
+        print(f"linli sim: {exc}", file=sys.stderr)
+        return 2
+    status, _, text = reply.partition(" ")
+    print(text, file=sys.stdout if status == "ok" else sys.stderr)
+    return 0 if status == "ok" else 1
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -233,6 +269,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=1.0, help="simulated scenarios per second (default 1)")
     p.add_argument("--no-zeroconf", action="store_true", help="do not advertise on the local network")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("sim", help="act on a running demo's simulated devices (present a card, type a PIN...)")
+    p.add_argument("--data-dir", type=Path, help="the demo's data folder (default ~/.local/share/linli/demo)")
+    sims = p.add_subparsers(dest="sim_command", required=True, metavar="ACTION")
+    s = sims.add_parser("card", help="present a card (26-bit) at a reader")
+    s.add_argument("--reader", required=True, help="gate-reader or lobby-reader")
+    s.add_argument("--card", required=True, type=int, help="card number")
+    s.add_argument("--facility", type=int, help="facility code (default: the demo's, 42)")
+    s = sims.add_parser("pin", help="type a PIN and # at a reader's keypad")
+    s.add_argument("--reader", required=True)
+    s.add_argument("--pin", required=True)
+    s = sims.add_parser("door", help="open or close the door (its position sensor)")
+    s.add_argument("--reader", required=True)
+    s.add_argument("state", choices=["open", "close"])
+    s = sims.add_parser("exit", help="press the request-to-exit button")
+    s.add_argument("--reader", required=True)
+    s = sims.add_parser("tamper", help="open or close the reader's tamper switch")
+    s.add_argument("--reader", required=True)
+    s.add_argument("state", choices=["on", "off"])
+    p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("check-config", help="validate a site file; prints FILE:LINE:COL errors")
     p.add_argument("file", type=Path)

@@ -58,6 +58,7 @@ class Controller:
         self.api_port: int | None = None
         self.zeroconf: Any = None
         self.access: Any = None  # edge.access.AccessService while the `access` task runs
+        self.simulator: Any = None  # edge.demo_devices.DemoDevices under `linli demo`
         self.reload_listeners: list[Callable[[SiteConfig], Awaitable[None]]] = []
         self.extra_tasks: dict[str, Callable[[], Awaitable[None]]] = {}
         self._stopped = asyncio.Event()

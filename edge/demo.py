@@ -7,13 +7,13 @@ import logging
 import os
 import random
 import secrets
-from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from argon2 import PasswordHasher
 
+from edge.demo_devices import RESIDENTS
 from edge.events import Severity
 
 if TYPE_CHECKING:
@@ -28,7 +28,13 @@ def default_data_dir() -> Path:
 
 
 def write_demo_site(
-    data_dir: Path, broker_url: str, http_port: int, admin_password: str, zeroconf: bool, protocol: str = "auto"
+    data_dir: Path,
+    broker_url: str,
+    http_port: int,
+    admin_password: str,
+    zeroconf: bool,
+    protocol: str = "auto",
+    osdp_port: str | None = None,
 ) -> Path:
     """Render the embedded demo site file into `data_dir` and make the command key if missing."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -43,32 +49,17 @@ def write_demo_site(
         http_port=http_port,
         zeroconf="true" if zeroconf else "false",
         admin_hash=PasswordHasher().hash(admin_password),
+        osdp_port=osdp_port or str(data_dir / "osdp-bus"),
     )
     path = data_dir / "site.yaml"
     path.write_text(text, encoding="utf-8")
     return path
 
 
-@dataclass
-class Resident:
-    name: str
-    apartment: str
-    card: int
-
-
-RESIDENTS = [
-    Resident("Li Wei", "3-201", 10231),
-    Resident("Zhang Min", "3-402", 10544),
-    Resident("Wang Fang", "5-101", 11002),
-    Resident("Chen Jie", "7-1203", 11871),
-]
-
-
 class Simulator:
-    """Produces the events a small compound gate makes, at roughly `rate` events per second.
-
-    Later issues replace it with device simulators that speak the real wire protocols.
-    """
+    """Events for the areas whose device simulators are not in the demo yet (perimeter zones,
+    intercom, parking, telemetry), at roughly `rate` scenarios per second. Access control is not
+    here: its readers are real OSDP simulators on a pty (edge.demo_devices)."""
 
     def __init__(self, controller: Controller, rate: float = 1.0, seed: int | None = None) -> None:
         self.controller = controller
@@ -77,8 +68,6 @@ class Simulator:
 
     async def run(self) -> None:
         scenarios = [
-            (30, self._card_swipe),
-            (8, self._unknown_card),
             (20, self._telemetry),
             (6, self._zone_activity),
             (4, self._intercom_call),
@@ -93,34 +82,6 @@ class Simulator:
     async def _emit(self, type: str, source: str, data: dict[str, Any], severity: Severity = Severity.INFO) -> None:
         self.controller.devices.seen(source)
         await self.controller.bus.emit(type, source, data, severity)
-
-    async def _card_swipe(self) -> None:
-        who = self.random.choice(RESIDENTS)
-        await self._emit(
-            "access.granted",
-            "reader-gate-1",
-            {
-                "door": "door-gate-1",
-                "holder": who.name,
-                "apartment": who.apartment,
-                "credential": {"format": "h10301", "facility": 42, "card": who.card},
-            },
-        )
-        await self._emit("door.opened", "door-gate-1", {"door": "door-gate-1"})
-        await asyncio.sleep(self.random.uniform(2, 5))
-        await self._emit("door.closed", "door-gate-1", {"door": "door-gate-1"})
-
-    async def _unknown_card(self) -> None:
-        await self._emit(
-            "access.denied",
-            "reader-gate-1",
-            {
-                "door": "door-gate-1",
-                "reason": "unknown_credential",
-                "credential": {"format": "h10301", "facility": 42, "card": self.random.randint(20000, 65535)},
-            },
-            Severity.WARNING,
-        )
 
     async def _telemetry(self) -> None:
         await self._emit(

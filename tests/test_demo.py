@@ -90,6 +90,41 @@ def test_demo_runs_the_whole_path_offline(tmp_path: Path) -> None:
         with urllib.request.urlopen(req, timeout=10) as resp:
             events = json.load(resp)["events"]
         assert events and all(e["site"] == "maple-court" and e["type"].startswith("access.") for e in events)
+
+        # Decisions come from the simulated OSDP readers through the real driver.
+        assert {e["source"] for e in events} <= {"gate-reader", "lobby-reader"}
+
+        # `linli sim` presents the guard's card (the simulated passers-by never use it): the gate
+        # reader's driver reads it, access control grants it and the door unlocks.
+        sim = [sys.executable, "-m", "edge.cli", "sim", "--data-dir", str(tmp_path / "demo")]
+        done = subprocess.run([*sim, "card", "--reader", "gate-reader", "--card", "20001"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0 and "card 42:20001 presented at gate-reader" in done.stdout, done
+        wrong = subprocess.run([*sim, "card", "--reader", "back-door", "--card", "1"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert wrong.returncode == 1 and "gate-reader, lobby-reader" in wrong.stderr
+
+        def guard_events() -> list[dict]:
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/events?type=access.granted&limit=50",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return [e for e in json.load(resp)["events"] if e["data"].get("holder") == "guard-zhao"]
+
+        deadline = time.monotonic() + 10
+        while not guard_events():
+            assert time.monotonic() < deadline, "the guard's card was not granted"
+            time.sleep(0.1)
+        [granted] = guard_events()
+        assert (granted["source"], granted["data"]["door"]) == ("gate-reader", "north-gate")
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0
+
+
+def test_sim_without_a_running_demo_says_what_to_do(tmp_path: Path, capsys: object) -> None:
+    from edge.cli import main
+
+    assert main(["sim", "--data-dir", str(tmp_path), "card", "--reader", "gate-reader", "--card", "1"]) == 2
+    assert "start `linli demo` first" in capsys.readouterr().err  # type: ignore[attr-defined]

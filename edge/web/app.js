@@ -1,4 +1,5 @@
-// Linli web console: health summary, login, live event feed, test-event injection.
+// Linli web console: health summary, login, live event feed, doors, the demo's simulated readers,
+// test-event injection.
 // Plain ES module, no framework and no build step: it ships inside the Python package.
 
 const CSRF_HEADER = "X-Linli-Csrf";
@@ -6,6 +7,7 @@ const FEED_LIMIT = 500;           // rows kept on the page; older ones are in th
 const HEALTH_EVERY_MS = 5000;
 const STAFF = new Set(["installer", "manager", "admin"]);
 const INJECTORS = new Set(["installer", "admin"]);
+const UNLOCKERS = new Set(["manager", "admin"]);
 
 const $ = (id) => document.getElementById(id);
 
@@ -15,6 +17,8 @@ const state = {
   lastSeq: 0,         // highest seq shown; the stream resumes after it
   healthTimer: null,
   healthSoon: null,   // a refresh due shortly because events arrived
+  doorsSoon: null,    // a door refresh due because door or access events arrived
+  sim: null,          // the demo's simulator info (GET /api/sim), when there is one
 };
 
 // ---- API ---------------------------------------------------------------------------------
@@ -123,6 +127,8 @@ function enterApp(me) {
   $("inject-panel").hidden = !INJECTORS.has(me.role);
   if (STAFF.has(me.role)) {
     startFeed();
+    refreshDoors();
+    loadSimulator();
   } else {
     notice(`The ${me.role} role has no access to the compound's event feed.`);
     setPill($("stream-state"), "no access", "muted");
@@ -213,8 +219,10 @@ async function startFeed() {
   state.source = source;
   source.onopen = () => setPill($("stream-state"), "live", "good");
   source.onmessage = (msg) => {
-    addEvents([JSON.parse(msg.data)], { top: true });
+    const rec = JSON.parse(msg.data);
+    addEvents([rec], { top: true });
     refreshHealthSoon();
+    if (/^(door|access|device|reader)\./.test(rec.type)) refreshDoorsSoon();
   };
   source.addEventListener("dropped", (msg) => {
     const { total } = JSON.parse(msg.data);
@@ -237,6 +245,100 @@ function stopFeed() {
     state.source.close();
     state.source = null;
   }
+}
+
+// ---- doors -----------------------------------------------------------------------------------
+
+function fact(text, tone) {
+  const el = document.createElement("span");
+  setPill(el, text, tone);
+  return el;
+}
+
+function doorRow(door) {
+  const s = door.state;
+  const li = document.createElement("li");
+  li.className = "door";
+  li.dataset.door = door.id;
+  const name = document.createElement("span");
+  name.className = "name";
+  name.textContent = door.name;
+  li.append(name);
+  if (door.remote_unlock.includes("api") && UNLOCKERS.has(state.me?.role)) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "secondary";
+    button.textContent = "Unlock";
+    button.addEventListener("click", () => unlockDoor(door.id, button));
+    li.append(button);
+  } else {
+    li.append(document.createElement("span"));
+  }
+  const facts = document.createElement("div");
+  facts.className = "facts";
+  facts.append(fact(s.lock === "UNLOCKED" ? "unlocked" : "locked", s.lock === "UNLOCKED" ? "warn" : "good"));
+  if (s.open !== null) facts.append(fact(s.open ? "open" : "closed", s.open ? "warn" : "muted"));
+  if (s.forced_open) facts.append(fact("forced open", "bad"));
+  if (s.held_open !== "none") facts.append(fact(`held open: ${s.held_open.replace("_", "-")}`, "bad"));
+  if (s.lockdown) facts.append(fact("lockdown", "bad"));
+  for (const f of s.faults) facts.append(fact(f.replaceAll("_", " "), "bad"));
+  li.append(facts);
+  return li;
+}
+
+async function refreshDoors() {
+  const { ok, data } = await api("/api/doors");
+  $("doors-panel").hidden = !ok;
+  if (ok) $("doors").replaceChildren(...data.doors.map(doorRow));
+}
+
+function refreshDoorsSoon() {
+  if (state.doorsSoon) return;
+  state.doorsSoon = setTimeout(() => { state.doorsSoon = null; refreshDoors(); }, 250);
+}
+
+async function unlockDoor(id, button) {
+  button.disabled = true;
+  const out = $("door-result");
+  const { ok, status, data } = await api(`/api/doors/${encodeURIComponent(id)}/unlock`, { method: "POST" });
+  out.className = `result ${ok && data.unlocked ? "ok" : "error"}`;
+  out.textContent = ok
+    ? (data.unlocked ? `${id} unlocked.` : `${id} stayed locked (see the live events).`)
+    : (data?.error ?? `Refused (${status})`);
+  button.disabled = false;
+  refreshDoors();
+}
+
+// ---- the demo's simulated readers ---------------------------------------------------------------
+
+async function loadSimulator() {
+  const { ok, data } = await api("/api/sim");
+  $("sim-panel").hidden = !ok;
+  if (!ok) return;
+  state.sim = data;
+  $("sim-reader").replaceChildren(...data.readers.map((r) => new Option(r, r)));
+  const people = data.people.map((p, i) => new Option(p.apartment ? `${p.name} (${p.apartment})` : p.name, i));
+  people.push(new Option("Someone unknown", "unknown"));
+  $("sim-person").replaceChildren(...people);
+  pickPerson();
+}
+
+function pickPerson() {
+  const value = $("sim-person").value;
+  const person = value === "unknown" ? null : state.sim.people[Number(value)];
+  $("sim-card").value = person ? person.card : 40000 + Math.floor(Math.random() * 20000);
+  $("sim-pin").value = person?.pin ?? "";
+}
+
+async function simulate(command) {
+  const out = $("sim-result");
+  const { ok, status, data } = await api("/api/sim", { method: "POST", body: { command } });
+  out.className = `result ${ok ? "ok" : "error"}`;
+  out.textContent = ok ? `${data.done[0].toUpperCase()}${data.done.slice(1)}.` : (data?.error ?? `Refused (${status})`);
+}
+
+function simCommand(template) {
+  return template.replace("{reader}", $("sim-reader").value);
 }
 
 // ---- inject ----------------------------------------------------------------------------------
@@ -272,6 +374,12 @@ function main() {
   $("login-form").addEventListener("submit", login);
   $("inject-form").addEventListener("submit", inject);
   $("logout").addEventListener("click", logout);
+  $("sim-person").addEventListener("change", pickPerson);
+  $("sim-present").addEventListener("click", () => simulate(simCommand(`card {reader} ${$("sim-card").value}`)));
+  $("sim-type").addEventListener("click", () => simulate(simCommand(`pin {reader} ${$("sim-pin").value}`)));
+  for (const button of document.querySelectorAll("[data-sim]")) {
+    button.addEventListener("click", () => simulate(simCommand(button.dataset.sim)));
+  }
   refreshHealth();
   state.healthTimer = setInterval(refreshHealth, HEALTH_EVERY_MS);
   checkSession();

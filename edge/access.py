@@ -29,9 +29,11 @@ the access data, at the window boundaries the door machine asks for, and after f
 grants.
 
 Relay commands the reader does not acknowledge (offline, bus gone) are journaled as
-`door.relay_not_delivered`; the driver never delivers them late. What the lock then does is up to
-the hardware: a reader without power leaves its output off (a maglock released, a strike locked);
-a powered reader cut off from the bus keeps its last output. When it is back, the door machine's
+`door.relay_not_delivered`; the driver never delivers them late. Nothing powered depends on this
+process staying alive: momentary unlocks are pulses the reader times, and a relay held powered (a
+maglock locked, a strike in free passage) is a lease of `lock_lease_s` the driver renews. A reader
+without power, or one cut off from the bus or from a dead daemon, ends with its output off: the
+lock mode's safe state (a maglock released, a strike locked). When it is back, the door machine's
 current state is commanded again (fault cleared, or `reader.link_reset` after a reboot).
 
 Shutdown: every door gets FaultRaised(shutting_down) and its safe-state command is given up to
@@ -333,9 +335,12 @@ class AccessService:
         on = lock_powered(runtime.machine.settings.lock_mode, cmd.state)
         # Timed pulses only for an energised momentary unlock (a strike): the reader relocks by
         # itself even if this process dies. A maglock's momentary release is a de-energised output,
-        # which the OSDP timer cannot time, so the machine's own relock command ends it.
+        # which the OSDP timer cannot time, so the machine's own relock command ends it. Any other
+        # powered state (a maglock locked, a strike in free passage) is held on a lease the reader
+        # times: if this process dies or the bus is cut, the relay drops to the safe state.
         duration_ms = round(cmd.duration_s * 1000) if (on and cmd.duration_s) else 0
-        task = self._spawn(driver.output(door.lock.reader, door.lock.output, on, duration_ms))
+        lease_ms = round(door.lock_lease_s * 1000)
+        task = self._spawn(driver.output(door.lock.reader, door.lock.output, on, duration_ms, lease_ms=lease_ms))
         task.add_done_callback(lambda t: self._relay_result(t, cmd))
         return task
 

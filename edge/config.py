@@ -178,6 +178,14 @@ class DoorConfig(Strict):
     held_open_pre_alarm_s: float = Field(10.0, ge=0, le=86_400)
     rex_action: Literal["unlock", "shunt"] = "unlock"
     relock_on_close: bool = True
+    lock_lease_s: float = Field(
+        3.0,
+        ge=0,
+        le=25.5,
+        description="a powered lock relay is held as a reader-timed pulse renewed every third of this, so "
+        "if Linli dies or the bus is cut the reader unpowers it (the lock mode's safe state) within this time. "
+        "0: hold it with a permanent command (only for readers whose outputs have no timer).",
+    )
     remote_unlock: list[Literal["platform", "api", "home_assistant", "intercom"]] = Field(
         default_factory=list,
         description="who may unlock this door from afar: platform (signed MQTT command door/unlock), api "

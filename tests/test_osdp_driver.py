@@ -103,6 +103,28 @@ async def test_output_command_switches_the_lock_relay() -> None:
             await driver.output("nope", 0, True)
 
 
+async def test_a_leased_output_is_renewed_and_an_off_is_never_undone_by_a_renewal() -> None:
+    async with sim_bus([SimReader(1)], [PLAIN]) as (bus, driver, _events):
+        sim = bus.reader(1)
+        assert await driver.output("gate", OUTPUT_LOCK, True, lease_ms=600)
+        await asyncio.sleep(1.5)  # 2.5 leases: only renewals keep it on
+        assert sim.outputs[OUTPUT_LOCK].on and sim.outputs[OUTPUT_LOCK].timer is not None  # a timed pulse
+        assert [on for _, _, on in sim.output_log] == [True]  # renewals never blinked it off
+
+        # An off right behind a lease still in flight: the lease's ack must not schedule a renewal.
+        leased = asyncio.ensure_future(driver.output("gate", OUTPUT_LOCK, True, lease_ms=600))
+        await asyncio.sleep(0)  # the lease is queued to the reader
+        assert await driver.output("gate", OUTPUT_LOCK, False)
+        assert await leased
+        await asyncio.sleep(1.0)
+        assert not sim.outputs[OUTPUT_LOCK].on
+
+        # The controller goes quiet while the output is held: the reader drops it by itself.
+        assert await driver.output("gate", OUTPUT_LOCK, True, lease_ms=600)
+        await driver.stop()
+        await sim.wait_output(OUTPUT_LOCK, False, within=1.5)
+
+
 async def test_several_readers_share_one_bus() -> None:
     readers = [ReaderConfig("north", 1, secure=False), ReaderConfig("south", 2, secure=False)]
     decider = Decider()

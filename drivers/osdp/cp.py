@@ -107,6 +107,9 @@ class _Reader:
     tamper: bool | None = None
     power_ok: bool | None = None
     rearm: dict[int, asyncio.TimerHandle] = field(default_factory=dict)
+    # Counts output() calls per output: a renewal is scheduled only by the latest command, so an
+    # off sent while an older on was awaiting its ack is never undone by that on's renewal.
+    output_calls: dict[int, int] = field(default_factory=dict)
     dropped_events: int = 0
 
 
@@ -298,12 +301,19 @@ class OsdpDriver:
             "rx_overflows": self._channel.rx_overflows,
         }
 
-    async def output(self, reader_id: str, output_no: int, on: bool, duration_ms: int = 0) -> bool:
+    async def output(
+        self, reader_id: str, output_no: int, on: bool, duration_ms: int = 0, *, lease_ms: int = 0
+    ) -> bool:
         """Switch a reader output (the lock relay). True once the reader acknowledged it.
 
         The reader times a pulse itself, so the door relocks even if this process dies. The OSDP
         binding limits that timer to 25.5 s; longer pulses are re-armed every 20 s for the rest of
         the duration, so a crash still relocks within 25.5 s.
+
+        With `lease_ms`, an output switched on until further notice (no duration) is held as a
+        timed pulse of `lease_ms`, renewed every third of it: if this process dies or the bus is
+        cut, the reader switches the output off by itself within `lease_ms`. Off is the relay's
+        unpowered state, which is every lock mode's safe state (a maglock releases, a strike locks).
         """
         r = self._reader(reader_id)
         if not self._has(r, "output_control", output_no + 1):
@@ -311,11 +321,20 @@ class OsdpDriver:
         old = r.rearm.pop(output_no, None)
         if old is not None:
             old.cancel()
+        call = r.output_calls[output_no] = r.output_calls.get(output_no, 0) + 1
         max_ms = commands.MAX_TIMER_UNITS * 100
+        assert self._loop is not None
+        if on and not duration_ms and lease_ms:
+            pulse_ms = min(lease_ms, max_ms)
+            ok = await self._command(r, commands.output(output_no, True, pulse_ms))
+            if ok and r.output_calls[output_no] == call:
+                r.rearm[output_no] = self._loop.call_later(
+                    pulse_ms / 3000, self._renew_lease, reader_id, output_no, pulse_ms
+                )
+            return ok
         pulse_ms = min(duration_ms, max_ms) if on else 0
         ok = await self._command(r, commands.output(output_no, on, pulse_ms))
-        if ok and on and duration_ms > max_ms:
-            assert self._loop is not None
+        if ok and on and duration_ms > max_ms and r.output_calls[output_no] == call:
             remaining = int(duration_ms - LONG_OUTPUT_REARM * 1000)
             r.rearm[output_no] = self._loop.call_later(
                 LONG_OUTPUT_REARM, self._rearm_output, reader_id, output_no, remaining
@@ -325,6 +344,10 @@ class OsdpDriver:
     def _rearm_output(self, reader_id: str, output_no: int, remaining_ms: int) -> None:
         self._readers[reader_id].rearm.pop(output_no, None)
         self._spawn(self.output(reader_id, output_no, True, remaining_ms))
+
+    def _renew_lease(self, reader_id: str, output_no: int, lease_ms: int) -> None:
+        self._readers[reader_id].rearm.pop(output_no, None)
+        self._spawn(self.output(reader_id, output_no, True, lease_ms=lease_ms))
 
     async def led(
         self, reader_id: str, color: int, *, duration_ms: int = 0, flash_ms: int = 0, led_number: int = 0

@@ -17,9 +17,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from drivers.modbus.profile import ModbusIoProfile
 from edge.yamlfile import ConfigError, ConfigIssue, Loc, read_yaml
 from hil_tests.osdp_profile import OsdpReaderProfile
 
@@ -28,7 +29,14 @@ DEFAULT_OSDP_PROFILE = PROFILES_DIR / "generic-osdp-reader.yaml"
 
 # Device kinds a profile can describe, by its `kind` field. Modbus I/O modules, Zigbee devices and
 # door panels join here with their drivers.
-KINDS: dict[str, type[OsdpReaderProfile]] = {"osdp_reader": OsdpReaderProfile}
+Profile = OsdpReaderProfile | ModbusIoProfile | BaseModel
+KINDS: dict[str, type[Profile]] = {"osdp_reader": OsdpReaderProfile, "modbus_io_module": ModbusIoProfile}
+try:
+    from drivers.zigbee.profile import ZigbeeDeviceProfile
+except ImportError:  # zigpy comes with the optional `zigbee` extra; without it those profiles can't be checked
+    pass
+else:
+    KINDS["zigbee_device"] = ZigbeeDeviceProfile
 
 # A profile's problems are reported like the site file's: file:line:col: field: message.
 ProfileIssue = ConfigIssue
@@ -39,7 +47,7 @@ ProfileError = ConfigError
 class LoadedProfile:
     path: Path
     sha256: str  # of the file as read: the report names exactly which profile a device was tested against
-    profile: OsdpReaderProfile
+    profile: Profile
 
 
 def _parse_loc(field: str) -> Loc:
@@ -62,7 +70,7 @@ def _rewrite(err: ErrorDetails, loc: Loc, message: str) -> tuple[Loc, str]:
     return loc, message
 
 
-def parse_profile(text: str, filename: str = "<profile>", expected_id: str | None = None) -> OsdpReaderProfile:
+def parse_profile(text: str, filename: str = "<profile>", expected_id: str | None = None) -> Profile:
     """Validate a profile's text. `expected_id`: the file's stem, which the profile's id must equal."""
     doc = read_yaml(text, filename, "a profile")
     kind = doc.data.get("kind")

@@ -51,13 +51,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from drivers.osdp import CardCredential, Credential, KeyFileError, KeyStore, OsdpDriver, PinCredential, ReaderConfig
+from drivers.osdp import (
+    CardCredential,
+    Credential,
+    KeyFileError,
+    KeypadFunction,
+    KeyStore,
+    OsdpDriver,
+    PinCredential,
+    ReaderConfig,
+)
 from drivers.osdp import Decision as ReaderFeedback
 from edge.access_commands import register_access_commands, unregister_access_commands
 from edge.access_store import AccessStore
 from edge.config import DoorConfig, OsdpBusConfig, SiteConfig
 from edge.door_control import DoorPresence, RemoteUnlockRefused
 from edge.events import Event, Severity
+from edge.passes import PassDesk
+from edge.passes_commands import register_pass_commands, unregister_pass_commands
 from rules.access import (
     AccessRequest,
     CardRead,
@@ -101,6 +112,8 @@ SOURCE = "access"
 EVENT_QUEUE = 10_000  # driver/door events waiting to be journaled; more means the journal is stuck
 STARTUP_WAIT_S = 3.0  # how long start-up waits for readers before it takes the doors over anyway
 SHUTDOWN_DELIVERY_S = 1.0  # how long the last safe-state commands may take at shutdown
+# `*` DIGIT CODE `#` at a reader with an alarm_partition: what the digit asks of the alarm panel.
+KEYPAD_FUNCTIONS = {"0": "disarm", "1": "away", "2": "home", "3": "night"}
 # Reader events that change what `state/<reader>` shows.
 READER_STATE_EVENTS = frozenset(
     {"device.online", "device.offline", "reader.tamper", "reader.power", "reader.security_fault", "reader.commissioned"}
@@ -148,7 +161,11 @@ class AccessService:
         self.buses: list[BusRuntime] = []
         self._readers = self.config.osdp.readers()
         self._driver_of: dict[str, OsdpDriver] = {}
-        self._inputs: dict[tuple[str, int], tuple[str, str]] = {}  # (reader, input) -> (door, "dps"|"rex")
+        # (device, point) -> (door, "dps"|"rex"); points as in the drivers' events: input<N> on a
+        # reader, di<N> on a Modbus module.
+        self._inputs: dict[tuple[str, str], tuple[str, str]] = {}
+        self._modules: set[str] = set()  # Modbus I/O modules wired to doors
+        self._module_inputs: dict[tuple[str, str], bool] = {}  # their inputs' last state (active)
         self._pending_cards: dict[str, PendingCard] = {}
         self._events: asyncio.Queue[Event] = asyncio.Queue(EVENT_QUEUE)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -156,11 +173,13 @@ class AccessService:
         self._all_online = asyncio.Event()
         self.ready = asyncio.Event()  # set once the doors are taken over (tests, API)
         self.presence = DoorPresence(controller, self.remote_unlock)
+        self.passes = PassDesk(self)  # visitor passes (edge/passes.py), stored beside the access data
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._journal_worker())
+        modules: asyncio.Task[None] | None = None
         try:
             await self.store.open()
             try:
@@ -170,10 +189,13 @@ class AccessService:
                 # say so once, clearly, instead of crash-looping.
                 await self._give_up(exc)
             await self._report_config_problems()
+            if self._modules:
+                modules = asyncio.create_task(self._follow_modules())
             for bus in self.buses:
                 await bus.driver.start()
             await self._take_over()
             register_access_commands(self.controller.commands, self)
+            register_pass_commands(self.controller.commands, self)
             readers_at: dict[str, list[str]] = {}
             for reader in self._readers.values():
                 readers_at.setdefault(reader.door, []).append(reader.id)
@@ -183,8 +205,11 @@ class AccessService:
         finally:
             self.ready.clear()  # the API and MQTT commands see at once that the store is going away
             unregister_access_commands(self.controller.commands)
+            unregister_pass_commands(self.controller.commands)
             self.presence.withdraw()
             await self._shutdown()
+            if modules is not None:
+                modules.cancel()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
@@ -192,13 +217,15 @@ class AccessService:
 
     async def _build(self) -> None:
         for door in self.config.doors:
-            depends = {ref.reader for ref in (door.lock, door.dps, door.rex) if ref is not None}
+            refs = [ref for ref in (door.lock, door.dps, door.rex) if ref is not None]
+            depends = {ref.device for ref in refs}
             if not depends:
                 depends = {r.id for r in self._readers.values() if r.door == door.id}
+            self._modules |= {ref.module for ref in refs if ref.module is not None}
             self.doors[door.id] = DoorRuntime(door, DoorMachine(door.settings()), depends)
             for kind, ref in (("dps", door.dps), ("rex", door.rex)):
                 if ref is not None:
-                    self._inputs[(ref.reader, ref.input)] = (door.id, kind)
+                    self._inputs[(ref.device, ref.point)] = (door.id, kind)
         for bus_cfg in self.config.osdp.buses:
             readers = [ReaderConfig(r.id, r.address, r.secure, r.install_mode) for r in bus_cfg.readers]
             keys = None
@@ -247,7 +274,7 @@ class AccessService:
 
     async def _take_over(self) -> None:
         """Boot the relays to the safe state, then hand each door to its machine."""
-        if not all(self._online(r) for r in self._readers):
+        if not self._everything_online():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._all_online.wait(), self.startup_wait_s)
         now = utcnow()
@@ -255,9 +282,9 @@ class AccessService:
             self._send(boot_relay_command(door.cfg.id, door.machine.settings.lock_mode))
         for door in self.doors.values():
             self._apply(door, ControllerStarted(door_open=self._dps_state(door)), now)
-            for reader in sorted(door.depends_on):
-                if not self._online(reader):
-                    self._apply(door, FaultRaised(FaultKind.READER_OFFLINE, reader, "not online at start"), now)
+            for device in sorted(door.depends_on):
+                if not self._online(device):
+                    self._apply(door, FaultRaised(self._offline_fault(device), device, "not online at start"), now)
         self._sync_doors(now)
 
     async def _shutdown(self) -> None:
@@ -331,8 +358,13 @@ class AccessService:
         door = runtime.cfg
         if door.lock is None:
             return None
-        driver = self._driver_of[door.lock.reader]
         on = lock_powered(runtime.machine.settings.lock_mode, cmd.state)
+        if door.lock.module is not None:
+            task = self._spawn(self._module_output(door.lock.module, door.lock.point, on))
+            task.add_done_callback(lambda t: self._relay_result(t, cmd))
+            return task
+        reader = door.lock.device
+        driver = self._driver_of[reader]
         # Timed pulses only for an energised momentary unlock (a strike): the reader relocks by
         # itself even if this process dies. A maglock's momentary release is a de-energised output,
         # which the OSDP timer cannot time, so the machine's own relock command ends it. Any other
@@ -340,9 +372,18 @@ class AccessService:
         # times: if this process dies or the bus is cut, the relay drops to the safe state.
         duration_ms = round(cmd.duration_s * 1000) if (on and cmd.duration_s) else 0
         lease_ms = round(door.lock_lease_s * 1000)
-        task = self._spawn(driver.output(door.lock.reader, door.lock.output, on, duration_ms, lease_ms=lease_ms))
+        task = self._spawn(driver.output(reader, door.lock.output, on, duration_ms, lease_ms=lease_ms))
         task.add_done_callback(lambda t: self._relay_result(t, cmd))
         return task
+
+    async def _module_output(self, module: str, point: str, on: bool) -> bool:
+        """A Modbus coil has no timer: a momentary unlock ends by the door machine's relock command,
+        and what the coil does if this process dies is the module's communication watchdog's."""
+        modbus = self.controller.modbus
+        if modbus is None:
+            raise RuntimeError("the Modbus service is not running")
+        await modbus.set_output(module, point, on)  # raises when the module did not confirm
+        return True
 
     def _relay_result(self, task: asyncio.Task[Any], cmd: RelayCommand) -> None:
         """A command the reader did not acknowledge (offline, bus gone, timeout) goes on the record:
@@ -356,18 +397,29 @@ class AccessService:
             self._queue_event("door.relay_not_delivered", cmd.door_id, data, Severity.WARNING)
 
     def _dps_state(self, door: DoorRuntime) -> bool | None:
-        if door.cfg.dps is None:
+        dps = door.cfg.dps
+        if dps is None:
             return None
-        state = self._driver_of[door.cfg.dps.reader].reader_state(door.cfg.dps.reader)
-        value = state["inputs"].get(door.cfg.dps.input)
+        if dps.module is not None:
+            return self._module_inputs.get((dps.module, dps.point))
+        value = self._driver_of[dps.device].reader_state(dps.device)["inputs"].get(dps.input)
         return None if value is None else bool(value)
 
     def _doors_of(self, readers: Iterable[str]) -> list[DoorRuntime]:
         wanted = set(readers)
         return [d for d in self.doors.values() if d.depends_on & wanted]
 
-    def _online(self, reader_id: str) -> bool:
-        return self._driver_of[reader_id].is_online(reader_id)
+    def _online(self, device: str) -> bool:
+        if device in self._modules:
+            modbus = self.controller.modbus
+            return modbus is not None and bool(modbus.is_online(device))
+        return self._driver_of[device].is_online(device)
+
+    def _everything_online(self) -> bool:
+        return all(self._online(d) for d in (*self._readers, *self._modules))
+
+    def _offline_fault(self, device: str) -> FaultKind:
+        return FaultKind.IO_MODULE_OFFLINE if device in self._modules else FaultKind.READER_OFFLINE
 
     # ---- driver callbacks ----------------------------------------------------------------------------
 
@@ -376,7 +428,7 @@ class AccessService:
         self._queue_event(type, source, data, Severity(severity))
         if type == "device.online":
             self.controller.devices.seen(source)
-            if all(self._online(r) for r in self._readers):
+            if self._everything_online():
                 self._all_online.set()
         elif type == "device.offline":
             device = self.controller.devices.get(source)
@@ -388,26 +440,16 @@ class AccessService:
             return  # _take_over reads the readers' state when it starts the doors
         now = utcnow()
         if type == "reader.input":
-            target = self._inputs.get((source, int(data.get("input", -1))))
-            if target is not None:
-                door = self.doors[target[0]]
-                active = bool(data.get("active"))
-                if target[1] == "dps":
-                    self._apply(door, DoorOpened() if active else DoorClosed(), now)
-                elif active:  # the press, not the release
-                    self._apply(door, RexPressed(), now)
+            self._input_changed(source, f"input{data.get('input')}", bool(data.get("active")), now)
         elif type == "device.online":
-            for door in self._doors_of([source]):
-                if not self._apply(door, FaultCleared(FaultKind.READER_OFFLINE, source), now):
-                    self._reassert(door, source, now)
+            self._device_back(source, now)
         elif type == "reader.link_reset":
             # The reader may have rebooted without ever being reported offline: its outputs are
             # back at their power-on state, which for a maglock (output off) means unlocked.
             for door in self._doors_of([source]):
                 self._reassert(door, source, now)
         elif type == "device.offline":
-            for door in self._doors_of([source]):
-                self._apply(door, FaultRaised(FaultKind.READER_OFFLINE, source, str(data.get("reason", ""))), now)
+            self._device_lost(source, str(data.get("reason", "")), now)
         elif type in ("bus.offline", "bus.online"):
             bus = next((b for b in self.buses if b.driver.name == source), None)
             if bus is not None:
@@ -418,9 +460,53 @@ class AccessService:
                         fault = FaultCleared(FaultKind.BUS_LOST, source)
                     self._apply(door, fault, now)
 
-    def _reassert(self, door: DoorRuntime, reader_id: str, now: datetime) -> None:
-        """Send the relay state the machine believes in again, to a lock reader that came back."""
-        if door.cfg.lock is None or door.cfg.lock.reader != reader_id:
+    def _input_changed(self, device: str, point: str, active: bool, now: datetime) -> None:
+        target = self._inputs.get((device, point))
+        if target is None:
+            return
+        door = self.doors[target[0]]
+        if target[1] == "dps":
+            self._apply(door, DoorOpened() if active else DoorClosed(), now)
+        elif active:  # the press, not the release
+            self._apply(door, RexPressed(), now)
+
+    def _device_back(self, device: str, now: datetime) -> None:
+        for door in self._doors_of([device]):
+            if not self._apply(door, FaultCleared(self._offline_fault(device), device), now):
+                self._reassert(door, device, now)
+
+    def _device_lost(self, device: str, reason: str, now: datetime) -> None:
+        for door in self._doors_of([device]):
+            self._apply(door, FaultRaised(self._offline_fault(device), device, reason), now)
+
+    async def _follow_modules(self) -> None:
+        """The Modbus I/O modules wired to doors, as their service reports them on the bus."""
+        wanted = ("input.changed", "device.online", "device.offline")
+        events = self.controller.bus.subscribe(
+            "access-modules", maxsize=1000, accept=lambda e: e.source in self._modules and e.type in wanted
+        )
+        try:
+            async for stored in events:
+                event = stored.event
+                now = utcnow()
+                if event.type == "input.changed":
+                    point, active = str(event.data.get("point")), event.data.get("state") == "active"
+                    self._module_inputs[(event.source, point)] = active
+                    if self.ready.is_set():
+                        self._input_changed(event.source, point, active, now)
+                elif event.type == "device.online":
+                    if self._everything_online():
+                        self._all_online.set()
+                    if self.ready.is_set():
+                        self._device_back(event.source, now)
+                elif self.ready.is_set():
+                    self._device_lost(event.source, str(event.data.get("reason", "")), now)
+        finally:
+            events.close()
+
+    def _reassert(self, door: DoorRuntime, device: str, now: datetime) -> None:
+        """Send the relay state the machine believes in again, to a lock reader or module that came back."""
+        if door.cfg.lock is None or door.cfg.lock.device != device:
             return
         status = door.machine.status
         if not status.started:
@@ -429,6 +515,8 @@ class AccessService:
         self._send(RelayCommand(door.cfg.id, status.relay, "reassert", duration))
 
     async def _on_credential(self, reader_id: str, credential: Credential) -> ReaderFeedback | None:
+        if isinstance(credential, KeypadFunction):
+            return ReaderFeedback(granted=await self._keypad_function(reader_id, credential))
         reader = self._readers[reader_id]
         door_id = reader.door
         card: CardRead | None = None
@@ -459,6 +547,28 @@ class AccessService:
         granted = await self._decide(reader_id, card, pin)
         return ReaderFeedback(granted=granted)
 
+    async def _keypad_function(self, reader_id: str, entry: KeypadFunction) -> bool:
+        """`*` FUNCTION CODE `#` at a reader whose keypad controls an alarm partition. The alarm
+        panel checks the code (and counts wrong ones); the reader shows green or red."""
+        partition = self._readers[reader_id].alarm_partition
+        alarm = self.controller.alarm
+        origin = f"keypad:{reader_id}"
+        action = KEYPAD_FUNCTIONS.get(entry.function)
+        if partition is None or alarm is None or action is None:
+            reason = "unknown_function"
+            if partition is None:
+                reason = "no_partition"
+            elif alarm is None:
+                reason = "alarm_not_running"
+            data = {"reader": reader_id, "function": entry.function, "reason": reason}
+            self._queue_event("access.keypad_function_refused", reader_id, data, Severity.WARNING)
+            return False
+        if action == "disarm":
+            result = await alarm.disarm(partition, entry.code, origin=origin)
+        else:
+            result = await alarm.arm(partition, action, entry.code, origin=origin)
+        return bool(result.ok)
+
     def _pin_timed_out(self, reader_id: str, pending: PendingCard) -> None:
         """No PIN followed the card: decide the card alone, so the audit trail has the attempt
         (`pin_required`). The reader's own feedback is not shown for it (the driver asked no more)."""
@@ -480,6 +590,10 @@ class AccessService:
             direction=Direction(reader.direction),
             reader_tamper=bool(self._driver_of[reader_id].reader_state(reader_id).get("tamper")),
         )
+        if card is None and pin is not None and self._is_pass_pin(pin):
+            # A PIN that is no credential's but some visitor pass's: the pass decides (and counts).
+            used = await self.passes.use(door_id, pin, via=reader_id, keypad=True, reader_tamper=request.reader_tamper)
+            return used.granted
         now = utcnow()
         decision = decide(index, self.store.state, request, now)
         if decision.state_changed:
@@ -518,6 +632,21 @@ class AccessService:
         await self._journal_now([AccessEvent("access.remote_unlock", door_id, data, Severity.INFO)])
         self._apply(door, RemoteUnlock(requested_by=f"{origin}:{actor}", extended=extended), utcnow())
         return door.machine.status.relay is RelayState.UNLOCKED
+
+    def _is_pass_pin(self, pin: str) -> bool:
+        index, hasher = self.store.index, self.store.pass_hasher
+        assert index is not None and hasher is not None
+        if index.credential_for_pin(pin) is not None:
+            return False
+        return any(self.store.passes.lookup(key) is not None for key in hasher.lookup_keys(pin))
+
+    async def use_pass(self, door_id: str, secret: str, *, via: str) -> bool:
+        """A visitor pass's PIN or QR token presented at ``door_id`` through ``via`` (e.g. an intercom
+        panel's keypad or scanner). Attempts matching no pass count towards ``via``'s lockout; every
+        attempt is journaled (committed) before the door moves. True when the door was unlocked."""
+        if not self.ready.is_set():
+            return False
+        return (await self.passes.use(door_id, secret, via=via)).granted
 
     # ---- access data changes (API, MQTT) --------------------------------------------------------------
 

@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rules.access import AccessIndex, AccessState, Delta, PinHasher, Snapshot, apply_delta, apply_snapshot
+from rules.access.passes import PassBook, PassHasher, VisitorPass
 
 T = TypeVar("T")
 
 PIN_KEY_BYTES = 32
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS access_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS visitor_passes (id TEXT PRIMARY KEY, body TEXT NOT NULL);
 """
 
 
@@ -81,6 +83,11 @@ class AccessStore:
         self.pin_hasher: PinHasher | None = None
         self.index: AccessIndex | None = None
         self.state = AccessState()
+        # Visitor passes live in their own table, outside the snapshot: a snapshot from the
+        # platform replaces the access data, never the passes residents issued on the box.
+        self.pass_hasher: PassHasher | None = None
+        self.passes = PassBook()
+        self.pass_lock = asyncio.Lock()  # one pass use or change at a time: uses are counted exactly
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         assert self._executor is not None, "the store is not open"
@@ -109,6 +116,9 @@ class AccessStore:
         snapshot = Snapshot.model_validate_json(rows["snapshot"]) if "snapshot" in rows else Snapshot(version=0)
         index = apply_snapshot(snapshot, self.pin_hasher)
         state = AccessState.from_dict(json.loads(rows["state"])) if "state" in rows else AccessState()
+        self.pass_hasher = PassHasher(key)
+        bodies = db.execute("SELECT body FROM visitor_passes").fetchall()
+        self.passes = PassBook(VisitorPass.model_validate_json(body) for (body,) in bodies)
         return index, state
 
     async def close(self) -> None:
@@ -161,6 +171,15 @@ class AccessStore:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("INSERT OR REPLACE INTO access_meta VALUES ('snapshot', ?)", (text,))
             self._db.execute("INSERT OR REPLACE INTO access_meta VALUES ('version', ?)", (str(index.version),))
+
+    async def put_pass(self, visitor_pass: VisitorPass) -> None:
+        """Store a new or changed pass (committed on return), then show it to lookups."""
+        await self._run(self._write_pass, visitor_pass.id, visitor_pass.model_dump_json())
+        self.passes.put(visitor_pass)
+
+    def _write_pass(self, pass_id: str, body: str) -> None:
+        assert self._db is not None
+        self._db.execute("INSERT OR REPLACE INTO visitor_passes VALUES (?, ?)", (pass_id, body))
 
     # ---- mutable state ----------------------------------------------------------------------------
 

@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge import __version__
 from edge.access_api import ACCESS_MAX_BODY, AccessRoutes
+from edge.alarm_api import AlarmRoutes
 from edge.auth import (
     ANY_USER,
     CONFIGURERS,
@@ -69,7 +70,10 @@ from edge.journal import JournalClosed, StoredEvent
 from edge.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from edge.metrics import ApiStats, make_registry, render
 from edge.openapi import Content, Param, Reply, Route, build_document
+from edge.passes_api import PassRoutes
 from edge.sim_api import SimRoutes
+from edge.vision_api import VisionRoutes
+from edge.zigbee_api import ZigbeeRoutes
 
 if TYPE_CHECKING:
     from edge.daemon import Controller
@@ -520,7 +524,11 @@ class Api:
                   CONFIGURERS, "config",
                   {200: Reply("Reloaded", Content(model=ConfigApplied)), 422: config_errors}),
             *AccessRoutes(self).routes(),
+            *PassRoutes(self).routes(),
             *SimRoutes(self).routes(),
+            *AlarmRoutes(self).routes(),
+            *VisionRoutes(self).routes(),
+            *ZigbeeRoutes(self).routes(),
         ]
 
     def _document(self) -> dict[str, Any]:

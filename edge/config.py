@@ -9,12 +9,17 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from drivers.modbus.config import ModbusSection
+from drivers.zigbee.config import ZigbeeSection
 from edge.events import Priority
+from edge.vision_config import VisionSiteSection
 from edge.yamlfile import ConfigError, ConfigIssue, read_yaml
+from rules.alarm.config import AlarmSection
+from rules.intercom.config import IntercomSection
 
 if TYPE_CHECKING:
     from rules.door import DoorSettings
@@ -144,18 +149,43 @@ class DeviceConfig(Strict):
     driver: str = Field(description="driver that talks to it, e.g. simulated, osdp, modbus, zigbee")
 
 
-class DoorOutputRef(Strict):
-    """A reader output that drives something (the lock relay)."""
+class _DoorIoRef(Strict):
+    """Where a door's relay or sensor is wired: an OSDP reader's, or a Modbus I/O module's."""
 
-    reader: Ident
-    output: int = Field(0, ge=0, le=15, description="the reader's output number, from 0")
+    reader: Ident | None = Field(None, description="an OSDP reader (osdp: buses: readers:)")
+    module: Ident | None = Field(None, description="a Modbus I/O module (modbus: buses: modules:)")
+
+    @model_validator(mode="after")
+    def _one_device(self) -> Self:
+        if (self.reader is None) == (self.module is None):
+            raise ValueError("give either reader (OSDP) or module (Modbus), not both")
+        return self
+
+    @property
+    def device(self) -> str:
+        device = self.reader or self.module
+        assert device is not None
+        return device
 
 
-class DoorInputRef(Strict):
-    """A reader input that senses something (door position switch, exit button)."""
+class DoorOutputRef(_DoorIoRef):
+    """The lock relay: a reader output, or a module's coil (do<N>)."""
 
-    reader: Ident
-    input: int = Field(ge=0, le=15, description="the reader's input number, from 0")
+    output: int = Field(0, ge=0, le=15, description="the output (coil) number, from 0")
+
+    @property
+    def point(self) -> str:
+        return f"do{self.output}"
+
+
+class DoorInputRef(_DoorIoRef):
+    """A sensor (door position switch, exit button): a reader input, or a module's discrete input (di<N>)."""
+
+    input: int = Field(ge=0, le=15, description="the input number, from 0")
+
+    @property
+    def point(self) -> str:
+        return f"di{self.input}" if self.module is not None else f"input{self.input}"
 
 
 class DoorConfig(Strict):
@@ -186,11 +216,12 @@ class DoorConfig(Strict):
         "if Linli dies or the bus is cut the reader unpowers it (the lock mode's safe state) within this time. "
         "0: hold it with a permanent command (only for readers whose outputs have no timer).",
     )
-    remote_unlock: list[Literal["platform", "api", "home_assistant", "intercom"]] = Field(
+    remote_unlock: list[Literal["platform", "api", "home_assistant", "intercom", "vision"]] = Field(
         default_factory=list,
         description="who may unlock this door from afar: platform (signed MQTT command door/unlock), api "
         "(managers in the web UI), home_assistant (its lock entity; HA cannot sign, so only the broker's ACL "
-        "guards it), intercom (a resident answering a call at this door's panel). Default: nobody.",
+        "guards it), intercom (a resident answering a call at this door's panel), vision (a plate on the parking "
+        "allow-list at a gate camera). Default: nobody.",
     )
 
     @model_validator(mode="after")
@@ -221,6 +252,11 @@ class OsdpReaderConfig(Strict):
     direction: Literal["in", "out"] = Field("in", description="in: from the door's area_from into its area_to")
     secure: bool = True
     install_mode: bool = Field(False, description="commissioning: accept SCBK-D once and give the reader its key")
+    alarm_partition: Ident | None = Field(
+        None,
+        description="the alarm partition this reader's keypad controls: *1 CODE # arms away, *2 home, *3 night, "
+        "*0 CODE # disarms (CODE: an alarm user code)",
+    )
 
 
 class OsdpBusConfig(Strict):
@@ -266,18 +302,6 @@ class OsdpSection(Strict):
         return {r.id: r for b in self.buses for r in b.readers}
 
 
-class ZoneConfig(Strict):
-    id: Ident
-    name: str = ""
-    type: str = "instant"
-
-
-class CameraConfig(Strict):
-    id: Ident
-    name: str = ""
-    url: str
-
-
 class RuleConfig(Strict):
     id: Ident
     name: str = ""
@@ -298,14 +322,17 @@ class SiteConfig(Strict):
     users: list[UserConfig] = Field(default_factory=list)
     devices: list[DeviceConfig] = Field(default_factory=list)
     doors: list[DoorConfig] = Field(default_factory=list)
-    zones: list[ZoneConfig] = Field(default_factory=list)
-    cameras: list[CameraConfig] = Field(default_factory=list)
+    vision: VisionSiteSection | None = Field(None, description="cameras, model, zones, patrol, parking")
     rules: list[RuleConfig] = Field(default_factory=list)
     osdp: OsdpSection = OsdpSection()
+    modbus: ModbusSection = ModbusSection()
+    zigbee: ZigbeeSection | None = Field(None, description="Zigbee coordinator and devices (drivers/zigbee/config.py)")
+    alarm: AlarmSection = AlarmSection()
+    intercom: IntercomSection = IntercomSection()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> SiteConfig:
-        for section in ("users", "devices", "doors", "zones", "cameras", "rules"):
+        for section in ("users", "devices", "doors", "rules"):
             seen: set[str] = set()
             for item in getattr(self, section):
                 key = item.name if section == "users" else item.id
@@ -326,14 +353,35 @@ class SiteConfig(Strict):
             for r, reader in enumerate(bus.readers):
                 if reader.door not in doors:
                     problems.append((("osdp", "buses", b, "readers", r, "door"), f"no door {reader.door!r} in doors"))
+                partition = reader.alarm_partition
+                if partition is not None and partition not in {p.id for p in self.alarm.partitions}:
+                    loc = ("osdp", "buses", b, "readers", r, "alarm_partition")
+                    problems.append((loc, f"no alarm partition {partition!r}"))
+        modules = {m.id: m for bus in self.modbus.buses for m in bus.modules}
         for d, door in enumerate(self.doors):
             for field in ("lock", "dps", "rex"):
                 ref = getattr(door, field)
-                if ref is not None and ref.reader not in readers:
+                if ref is None:
+                    continue
+                if ref.reader is not None and ref.reader not in readers:
                     problems.append((("doors", d, field, "reader"), f"no OSDP reader {ref.reader!r}"))
+                elif ref.module is not None:
+                    module = modules.get(ref.module)
+                    if module is None:
+                        problems.append((("doors", d, field, "module"), f"no Modbus module {ref.module!r}"))
+                        continue
+                    what, count, number = (
+                        ("coils", module.coils, ref.output) if field == "lock" else ("inputs", module.inputs, ref.input)
+                    )
+                    if number >= count:
+                        problems.append((("doors", d, field), f"module {ref.module!r} has {count} {what}"))
             dps, rex = door.dps, door.rex
-            if dps is not None and rex is not None and (dps.reader, dps.input) == (rex.reader, rex.input):
+            if dps is not None and rex is not None and (dps.device, dps.point) == (rex.device, rex.point):
                 problems.append((("doors", d, "rex"), "dps and rex are wired to the same input"))
+        devices = {d.id for d in self.device_configs()}
+        problems += [(("alarm", *loc), message) for loc, message in self.alarm.problems(devices)]
+        if self.vision is not None:
+            problems += self.vision.wiring_problems(set(readers), {d.id: list(d.remote_unlock) for d in self.doors})
         return problems
 
     def device_configs(self) -> list[DeviceConfig]:
@@ -344,7 +392,28 @@ class SiteConfig(Strict):
             for r in self.osdp.readers().values()
             if r.id not in listed
         ]
-        return [*self.devices, *readers]
+        modules = [
+            DeviceConfig(id=m.id, name=m.name or m.id, kind="io_module", driver="modbus")
+            for m in self.modbus.modules().values()
+            if m.id not in listed
+        ]
+        intercom = [
+            DeviceConfig(id=d.id, name=d.name or d.id, kind=kind, driver="intercom")
+            for kind, group in (("panel", self.intercom.panels()), ("indoor_unit", self.intercom.indoor_units()))
+            for d in group
+            if d.id not in listed
+        ]
+        cameras = [
+            DeviceConfig(id=c.id, name=c.name or c.id, kind="camera", driver="vision")
+            for c in (self.vision.cameras if self.vision else [])
+            if c.id not in listed
+        ]
+        zigbee = [
+            DeviceConfig(id=d.id, name=d.name or d.id, kind=d.kind, driver="zigbee")
+            for d in (self.zigbee.devices if self.zigbee else [])
+            if d.id not in listed
+        ]
+        return [*self.devices, *readers, *modules, *intercom, *cameras, *zigbee]
 
     def osdp_key_file(self, bus: OsdpBusConfig) -> Path:
         return bus.key_file if bus.key_file.is_absolute() else self.data_dir / bus.key_file
@@ -352,7 +421,8 @@ class SiteConfig(Strict):
     def resolve(self, base: Path) -> SiteConfig:
         """Make the relative paths in the file relative to the file's own folder."""
         data_dir = self.data_dir if self.data_dir.is_absolute() else base / self.data_dir
-        return self.model_copy(update={"data_dir": data_dir.resolve()})
+        vision = self.vision.resolve(base) if self.vision else None
+        return self.model_copy(update={"data_dir": data_dir.resolve(), "vision": vision})
 
     @property
     def journal_path(self) -> Path:
@@ -372,7 +442,12 @@ def parse_config(text: str, filename: str = "<config>", base: Path | None = None
     problems = config.wiring_problems()
     if problems:
         raise ConfigError([doc.issue(loc, message) for loc, message in problems])
-    return config.resolve(base or Path.cwd())
+    config = config.resolve(base or Path.cwd())
+    # After resolve: the model path is relative to the site file. Loads the model (cached).
+    problems = config.vision.problems() if config.vision else []
+    if problems:
+        raise ConfigError([doc.issue(loc, message) for loc, message in problems])
+    return config
 
 
 def load_config(path: Path) -> SiteConfig:
@@ -413,8 +488,11 @@ def summary(config: SiteConfig) -> str:
         f"uplink      {broker}",
         f"api         http://{config.api.host}:{config.api.port}/",
         f"users       {len(config.users)} ({', '.join(sorted({u.role for u in config.users})) or 'none'})",
-        f"devices     {len(config.devices)}   doors {len(config.doors)}   zones {len(config.zones)}"
-        f"   cameras {len(config.cameras)}   rules {len(config.rules)}",
+        f"devices     {len(config.devices)}   doors {len(config.doors)}"
+        f"   cameras {len(config.vision.cameras) if config.vision else 0}   rules {len(config.rules)}",
         f"osdp        {len(config.osdp.buses)} bus(es), {len(config.osdp.readers())} reader(s)",
+        f"modbus      {len(config.modbus.buses)} bus(es), {len(config.modbus.modules())} module(s)",
+        f"alarm       {len(config.alarm.partitions)} partition(s), {len(config.alarm.zones)} zone(s), "
+        f"{len(config.alarm.sirens)} siren(s)",
     ]
     return "\n".join(lines)

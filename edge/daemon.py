@@ -59,6 +59,11 @@ class Controller:
         self.zeroconf: Any = None
         self.access: Any = None  # edge.access.AccessService while the `access` task runs
         self.simulator: Any = None  # edge.demo_devices.DemoDevices under `linli demo`
+        self.modbus: Any = None  # edge.modbus.ModbusService while the `modbus` task runs
+        self.zigbee: Any = None  # edge.zigbee.ZigbeeService while the `zigbee` task runs
+        self.alarm: Any = None  # edge.alarm.AlarmService while the `alarm` task runs
+        self.intercom: Any = None  # edge.intercom.IntercomService while the `intercom` task runs
+        self.vision: Any = None  # edge.vision.VisionService while the `vision` task runs
         self.reload_listeners: list[Callable[[SiteConfig], Awaitable[None]]] = []
         self.extra_tasks: dict[str, Callable[[], Awaitable[None]]] = {}
         self._stopped = asyncio.Event()
@@ -117,7 +122,21 @@ class Controller:
         self._access_key = _access_key(self.config)
         if self.config.osdp.buses:
             self.supervisor.start("access", self._run_access)
+        if self.config.modbus.buses:
+            self.supervisor.start("modbus", self._run_modbus)
+        if self.config.zigbee is not None and self.config.zigbee.enabled:
+            self.supervisor.start("zigbee", self._run_zigbee)
+        if self.config.alarm.partitions:
+            self.supervisor.start("alarm", self._run_alarm)
+        if self.config.intercom.buses:
+            self.supervisor.start("intercom", self._run_intercom)
+        if self.config.vision is not None and self.config.vision.cameras:
+            self.supervisor.start("vision", self._run_vision)
+        self.reload_listeners.append(self._reload_alarm)
+        self.reload_listeners.append(self._reload_intercom)
         self.reload_listeners.append(self._reload_access)
+        self.reload_listeners.append(self._reload_vision)
+        self.reload_listeners.append(self._reload_zigbee)
         for name, factory in self.extra_tasks.items():
             self.supervisor.start(name, factory)
 
@@ -127,6 +146,74 @@ class Controller:
         # A fresh service per (re)start: a crashed one leaves no half-built doors or drivers behind.
         self.access = AccessService(self)
         await self.access.run()
+
+    async def _run_vision(self) -> None:
+        from edge.vision import VisionService
+
+        # A fresh service per (re)start: new capture threads, tracks and model session.
+        self.vision = VisionService(self)
+        await self.vision.run()
+
+    async def _reload_vision(self, new: SiteConfig) -> None:
+        """Cameras, zones or the model changed: restart the pipeline on the new section."""
+        running = self.vision.config if self.vision is not None else None
+        if new.vision == running:
+            return
+        await self.supervisor.stop_task("vision")
+        self.vision = None
+        if new.vision is not None and new.vision.cameras:
+            self.supervisor.start("vision", self._run_vision)
+
+    async def _run_intercom(self) -> None:
+        from edge.intercom import IntercomService
+
+        # A fresh service per (re)start: a crashed one leaves no calls or drivers half-built.
+        self.intercom = IntercomService(self)
+        await self.intercom.run()
+
+    async def _reload_intercom(self, new: SiteConfig) -> None:
+        """The intercom section changed: restart the service on it (calls in progress end)."""
+        if self.intercom is not None and self.intercom.section == new.intercom:
+            return
+        await self.supervisor.stop_task("intercom")
+        self.intercom = None
+        if new.intercom.buses:
+            self.supervisor.start("intercom", self._run_intercom)
+
+    async def _run_modbus(self) -> None:
+        from edge.modbus import ModbusService
+
+        await ModbusService(self).run()  # sets self.modbus while its drivers run
+
+    async def _run_zigbee(self) -> None:
+        from edge.zigbee import ZigbeeService
+
+        await ZigbeeService(self).run()  # sets self.zigbee while its network runs
+
+    async def _reload_zigbee(self, new: SiteConfig) -> None:
+        """The zigbee section changed (e.g. a just-paired device added): restart on it; zigpy's
+        database keeps the pairings."""
+        running = self.zigbee.section if self.zigbee is not None else None
+        if new.zigbee == running:
+            return
+        await self.supervisor.stop_task("zigbee")
+        if new.zigbee is not None and new.zigbee.enabled:
+            self.supervisor.start("zigbee", self._run_zigbee)
+
+    async def _run_alarm(self) -> None:
+        from edge.alarm import AlarmService
+
+        # A fresh panel per (re)start, from the persisted state: a crash loses no arming.
+        self.alarm = AlarmService(self)
+        await self.alarm.run()
+
+    async def _reload_alarm(self, new: SiteConfig) -> None:
+        if self.alarm is not None and self.alarm.config == new.alarm:
+            return
+        await self.supervisor.stop_task("alarm")
+        self.alarm = None
+        if new.alarm.partitions:
+            self.supervisor.start("alarm", self._run_alarm)
 
     async def _reload_access(self, new: SiteConfig) -> None:
         """Readers and doors changed: restart access control on the new config. The old service

@@ -16,6 +16,7 @@ The topic tree and payloads are documented in edge/schema/mqtt.json; tests hold 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -52,7 +53,7 @@ from edge.homeassistant import (
     ha_event_payload,
 )
 from edge.journal import OutboxEntry
-from edge.topics import Topics
+from edge.topics import SEGMENT_RE, Topics
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ READ_BATCH = 500  # outbox rows per SQLite read
 STATE_INTERVAL_S = 10.0
 STALL_CHECK_S = 5.0
 COMMAND_QUEUE = 64
+MAX_IMAGE_BYTES = 2 * 1024 * 1024  # a snapshot JPEG; HA keeps the latest in memory
 MAX_REFUSED = 100_000  # refused outbox entries remembered (and skipped) at most
 STABLE_S = 10.0  # a connection that lasted this long resets the reconnect backoff
 CALL_TIMEOUT_S = 10.0  # CONNACK, SUBACK and the PUBACK of control messages
@@ -163,6 +165,7 @@ class Uplink:
         self._settings: Any = None  # connection-relevant settings of the current attempt
         self._announced: tuple[Discovery, list[Entity]] | None = None
         self._pending_state: dict[str, str] = {}
+        self._pending_images: dict[str, bytes] = {}  # image/<key> -> the latest JPEG not yet sent
         self._state_wake = asyncio.Event()
         self._discovery_wake = asyncio.Event()
         self._restart = asyncio.Event()
@@ -189,6 +192,17 @@ class Uplink:
         if not isinstance(payload, dict):
             raise TypeError("device state must be a JSON object")
         self._pending_state[device_id] = json.dumps(payload, separators=(",", ":"), default=str)
+        self._state_wake.set()
+
+    def publish_image(self, key: str, jpeg: bytes) -> None:
+        """Retained `image/<key>`: a JPEG, base64 (HA's image entity with `image_encoding: b64`; text
+        keeps the topic checkable against its schema). Like set_state, only the latest image per key
+        waits while offline. The caller blurs: nothing here looks at the picture."""
+        if not SEGMENT_RE.match(key):
+            raise ValueError(f"{key!r} cannot be used as a topic level")
+        if not isinstance(jpeg, bytes) or not jpeg or len(jpeg) > MAX_IMAGE_BYTES:
+            raise ValueError(f"an image must be 1 to {MAX_IMAGE_BYTES} bytes")
+        self._pending_images[key] = base64.b64encode(jpeg)
         self._state_wake.set()
 
     def request_discovery(self) -> None:
@@ -263,7 +277,7 @@ class Uplink:
             self._inflight = {}
             self._refusal_reported = False
             self._client = client
-            await client.publish(self.topics.status, "online", qos=1, retain=True)
+            await _publish(client, self.topics.status, "online", qos=1, retain=True)
             await client.subscribe(self.topics.cmd_filter, qos=1)
             ha = config.homeassistant
             await self._sync_discovery(client, ha.discovery_prefix if ha.enabled else None)
@@ -391,6 +405,7 @@ class Uplink:
                 if farewell:
                     # A clean DISCONNECT discards the will, so say it ourselves (this fails at
                     # once when the connection is already gone; the broker then sends the will).
+                    # Runs during shutdown, cancelled already: a plain publish, not _publish.
                     await client.publish(self.topics.status, "offline", qos=1, retain=True)
                 await client.__aexit__(None, None, None)
         except (MqttError, OSError, TimeoutError) as exc:
@@ -509,9 +524,17 @@ class Uplink:
                 device_id = next(iter(self._pending_state))
                 body = self._pending_state.pop(device_id)
                 try:
-                    await client.publish(self.topics.state(device_id), body, qos=1, retain=True)
+                    await _publish(client, self.topics.state(device_id), body, qos=1, retain=True)
                 except BaseException:
                     self._pending_state.setdefault(device_id, body)  # unless a newer one came
+                    raise
+            while self._pending_images:
+                key = next(iter(self._pending_images))
+                jpeg = self._pending_images.pop(key)
+                try:
+                    await _publish(client, f"{self.topics.base}/image/{key}", jpeg, qos=1, retain=True)
+                except BaseException:
+                    self._pending_images.setdefault(key, jpeg)
                     raise
             await self._state_wake.wait()
 
@@ -521,7 +544,7 @@ class Uplink:
             state = self.controller_state()
             compare = {k: v for k, v in state.items() if k != "uptime_s"}
             if compare != last:
-                await client.publish(self.topics.controller_state, json.dumps(state), qos=1, retain=True)
+                await _publish(client, self.topics.controller_state, json.dumps(state), qos=1, retain=True)
                 last = compare
             await asyncio.sleep(self.state_interval_s)
 
@@ -538,7 +561,7 @@ class Uplink:
             old, entities = self._announced
             if prefix != old.prefix:
                 for topic in old.removals(entities):
-                    await client.publish(topic, b"", qos=1, retain=True)
+                    await _publish(client, topic, b"", qos=1, retain=True)
                 self._announced = None
         if prefix is not None:
             await self._publish_discovery(client, prefix)
@@ -547,7 +570,7 @@ class Uplink:
         discovery = self._discovery(prefix)
         entities = list(self.ha_entities)
         for topic, payload in discovery.messages(entities):
-            await client.publish(topic, json.dumps(payload), qos=1, retain=True)
+            await _publish(client, topic, json.dumps(payload), qos=1, retain=True)
         self._announced = (discovery, entities)
 
     async def _republish_discovery(self, client: aiomqtt.Client) -> None:
@@ -568,11 +591,11 @@ class Uplink:
         async for stored in events:
             event = stored.event
             if forwards_to_ha(event):
-                await client.publish(self.topics.ha_event, json.dumps(ha_event_payload(event)), qos=1)
+                await _publish(client, self.topics.ha_event, json.dumps(ha_event_payload(event)), qos=1)
             for route in self.ha_event_routes:
                 routed = route(event)
                 if routed is not None:
-                    await client.publish(routed[0], json.dumps(routed[1]), qos=1)
+                    await _publish(client, routed[0], json.dumps(routed[1]), qos=1)
 
     # ---- incoming messages and commands ---------------------------------------------------------
 
@@ -662,7 +685,7 @@ class Uplink:
             log.info("uplink: offline; result of command %s not published", command_id)
             return
         try:
-            await client.publish(
+            await _publish(client,
                 self.topics.cmd_result(command_id), json.dumps(payload, default=str), qos=1, timeout=10
             )
         except (MqttError, ValueError) as exc:
@@ -765,6 +788,18 @@ def _rc_value(rc: int | ReasonCode | None) -> int | None:
     if isinstance(rc, ReasonCode):
         return rc.value
     return rc
+
+
+async def _publish(client: aiomqtt.Client, topic: str, payload: Any, **kwargs: Any) -> None:
+    """`client.publish`, re-raising a cancellation that aiomqtt's `asyncio.wait_for` swallowed: on
+    Python 3.11 a cancel that lands as the publish completes is lost, and the task (a TaskGroup
+    member, so the whole session and the controller's stop) would never end. Compared with the
+    count before the call: 3.11's TaskGroup can leave an earlier request counted on its parent."""
+    task = asyncio.current_task()
+    before = task.cancelling() if task is not None else 0
+    await client.publish(topic, payload, **kwargs)
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError
 
 
 def _leaf(group: BaseExceptionGroup[Any]) -> BaseException:

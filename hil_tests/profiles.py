@@ -20,6 +20,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from drivers.intercom.profile import IntercomProfile
 from drivers.modbus.profile import ModbusIoProfile
 from edge.yamlfile import ConfigError, ConfigIssue, Loc, read_yaml
 from hil_tests.osdp_profile import OsdpReaderProfile
@@ -29,8 +30,9 @@ DEFAULT_OSDP_PROFILE = PROFILES_DIR / "generic-osdp-reader.yaml"
 
 # Device kinds a profile can describe, by its `kind` field. Modbus I/O modules, Zigbee devices and
 # door panels join here with their drivers.
-Profile = OsdpReaderProfile | ModbusIoProfile | BaseModel
+Profile = OsdpReaderProfile | ModbusIoProfile | IntercomProfile | BaseModel
 KINDS: dict[str, type[Profile]] = {"osdp_reader": OsdpReaderProfile, "modbus_io_module": ModbusIoProfile}
+KINDS["intercom_panel"] = KINDS["intercom_indoor_unit"] = IntercomProfile
 try:
     from drivers.zigbee.profile import ZigbeeDeviceProfile
 except ImportError:  # zigpy comes with the optional `zigbee` extra; without it those profiles can't be checked

@@ -133,9 +133,8 @@ def test_config_schema_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config-schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert schema["additionalProperties"] is False
-    assert {"site", "controller", "uplink", "users", "devices", "doors", "zones", "cameras", "rules"} <= set(
-        schema["properties"]
-    )
+    sections = {"site", "controller", "uplink", "users", "devices", "doors", "rules", "osdp", "modbus", "zigbee"}
+    assert sections | {"alarm", "intercom", "vision"} <= set(schema["properties"])
 
 
 # ---- the osdp section and door wiring ---------------------------------------------------------

@@ -34,6 +34,19 @@ def test_clear_timeout_and_overflow_abandon_the_entry() -> None:
     assert pins.feed(b"42#", 21.0) == [("pin", "42")]
 
 
+def test_star_first_starts_a_function_entry() -> None:
+    pins = PinCollector(timeout=5.0)
+    assert pins.feed(b"*11234#", 0.0) == [("function", "11234")]
+    assert pins.feed(b"\x7f02468\x0d", 1.0) == [("function", "02468")]  # OSDP key codes too
+    assert pins.feed(b"4711#", 2.0) == [("pin", "4711")]  # the next entry is a PIN again
+    assert pins.feed(b"**4711#", 3.0) == [("pin", "4711")]  # a second '*' cancels the function
+    assert pins.feed(b"*12*", 4.0) == [("abandoned", "cleared", 2)]
+    assert pins.feed(b"34#", 4.5) == [("pin", "34")]
+    pins.feed(b"*", 10.0)
+    assert pins.expire(15.0) is None  # nothing typed after '*': nothing to report, but it ends
+    assert pins.feed(b"99#", 16.0) == [("pin", "99")]
+
+
 def write_keys(path: Path, keys: dict[str, str], mode: int) -> None:
     path.write_text(json.dumps({"version": 1, "keys": keys}))
     path.chmod(mode)

@@ -13,10 +13,12 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from edge.alarm import alarm_entities
 from edge.commands import sign_command
 from edge.events import Event
-from edge.homeassistant import door_entities, door_event_payload
+from edge.homeassistant import Entity, door_entities, door_event_payload
 from edge.uplink import backoff_delay, parse_broker
+from rules.alarm import AlarmSection
 from tests.mosquitto import Mosquitto, free_port
 from tests.mqtt_helpers import (
     BASE,
@@ -466,6 +468,18 @@ async def test_every_message_matches_the_topic_schema(mosquitto: Mosquitto, tmp_
         # A feature's door: its HA entities, its HA command, its decisions routed to its event entity.
         door_topics = door_entities(uplink.topics, "main", "Main", unlockable=True, has_dps=True, tamper_readers=["r1"])
         uplink.ha_entities.extend(door_topics)
+        uplink.ha_entities.extend(
+            alarm_entities(
+                uplink.topics,
+                AlarmSection.model_validate(
+                    {
+                        "partitions": [{"id": "fence"}],
+                        "zones": [{"id": "beam", "partition": "fence", "source": {"device": "io-1", "point": "di0"}}],
+                        "sirens": [{"id": "yard", "output": {"device": "io-1", "point": "do0"}}],
+                    }
+                ),
+            )
+        )
         ha_commands: list[bytes] = []
 
         async def on_ha_command(payload: bytes) -> None:
@@ -476,6 +490,18 @@ async def test_every_message_matches_the_topic_schema(mosquitto: Mosquitto, tmp_
             lambda e: (uplink.topics.ha_entity_event("door.main"), door_event_payload(e))
             if e.type == "access.granted" else None
         )
+        uplink.ha_entities.append(
+            Entity("image", "vision_yard_snapshot", "Yard snapshot",
+                   {"image_topic": f"{uplink.topics.base}/image/yard", "image_encoding": "b64",
+                    "content_type": "image/jpeg"})
+        )
+        uplink.ha_entities.append(
+            Entity("button", "intercom_gate_unlock", "Gate panel unlock",
+                   {"command_topic": uplink.topics.ha_command("intercom.gate"), "payload_press": "PRESS"})
+        )
+        uplink.set_state("parking.north", {"lot": "north", "free": 1, "occupied": 0, "unknown": 0, "total": 1,
+                                           "spaces": {"n1": False}})
+        uplink.publish_image("yard", b"\xff\xd8\xff\xe0 a JPEG")
         uplink.request_discovery()
         await wait_until(lambda: uplink.state == "connected")
         await controller.bus.emit("door.forced_open", "door-main", {"door": "main"}, "alarm")

@@ -48,6 +48,7 @@ from drivers.osdp.model import (
     Credential,
     CredentialCallback,
     Decision,
+    KeypadFunction,
     LedColor,
     PinCredential,
     ReaderConfig,
@@ -550,6 +551,11 @@ class OsdpDriver:
             pin = outcome[1]
             self._report("reader.keypad", r.cfg.id, {**base, "pin_length": len(pin)}, "info")
             self._offer(r, PinCredential(pin))
+        elif outcome[0] == "function":
+            function, code = outcome[1][:1], outcome[1][1:]
+            data = {**base, "function": function, "code_length": len(code)}
+            self._report("reader.keypad_function", r.cfg.id, data, "info")
+            self._offer(r, KeypadFunction(function, code))
         else:
             data = {**base, "reason": outcome[1], "pin_length": outcome[2]}
             self._report("reader.keypad_abandoned", r.cfg.id, data, "info")

@@ -54,7 +54,16 @@ class PinCredential:
     kind: Literal["pin"] = "pin"
 
 
-Credential = CardCredential | PinCredential
+@dataclass(frozen=True)
+class KeypadFunction:
+    """`*` FUNCTION CODE `#` at the keypad (e.g. arming an alarm partition): the code is as secret as a PIN."""
+
+    function: str  # one digit
+    code: str = field(repr=False)
+    kind: Literal["function"] = "function"
+
+
+Credential = CardCredential | PinCredential | KeypadFunction
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,7 @@ class RemoteUnlock:
 class FaultKind(StrEnum):
     BUS_LOST = "bus_lost"  # the lock relay's bus (RS-485 to the reader or I/O module) is gone
     READER_OFFLINE = "reader_offline"
+    IO_MODULE_OFFLINE = "io_module_offline"  # the Modbus I/O module with the door's relay or sensors
     CONFIG_INVALID = "config_invalid"
     SHUTTING_DOWN = "shutting_down"
 

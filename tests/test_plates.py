@@ -9,21 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from vision.plates import PlateKind, PlateModelError, PlateReader, classify_plate, plate_colour, rapidocr_model
+from vision.plates import PlateKind, PlateModelError, PlateReader, classify_plate, plate_colour
 
 DATA = Path(__file__).parent / "data" / "plates"
 
-
-def models_missing() -> str | None:
-    try:
-        rapidocr_model("ch_PP-OCRv4_rec_infer.onnx")
-        rapidocr_model("ch_PP-OCRv4_det_infer.onnx")
-    except PlateModelError as exc:
-        return str(exc)
-    return None
-
-
-needs_models = pytest.mark.skipif(models_missing() is not None, reason=str(models_missing()))
 
 EXPECTED = [
     ("cn_blue_jingA12345.png", "京A12345", "京A·12345", PlateKind.CN_STANDARD, "blue"),
@@ -36,10 +25,7 @@ EXPECTED = [
 
 @pytest.fixture(scope="module")
 def reader() -> PlateReader:
-    missing = models_missing()
-    if missing is not None:
-        pytest.skip(missing)
-    return PlateReader(threads=1)
+    return PlateReader(threads=1)  # the models ship in vision/models: a missing one is a failure
 
 
 def plate(name: str) -> np.ndarray:
@@ -60,7 +46,6 @@ def street_scene(plate_image: np.ndarray, at: tuple[int, int]) -> np.ndarray:
     return scene
 
 
-@needs_models
 @pytest.mark.parametrize(("name", "text", "display", "kind", "colour"), EXPECTED)
 def test_rendered_plates_are_read(
     reader: PlateReader, name: str, text: str, display: str, kind: PlateKind, colour: str
@@ -71,7 +56,6 @@ def test_rendered_plates_are_read(
     assert reading.confidence >= 0.8
 
 
-@needs_models
 @pytest.mark.parametrize(("name", "text"), [(e[0], e[1]) for e in EXPECTED[::2]])
 def test_plate_is_found_in_a_vehicle_crop(reader: PlateReader, name: str, text: str) -> None:
     scene = street_scene(plate(name), (330, 400))
@@ -82,7 +66,6 @@ def test_plate_is_found_in_a_vehicle_crop(reader: PlateReader, name: str, text: 
     assert 320 <= x1 < x2 <= 560 and 390 <= y1 < y2 <= 480
 
 
-@needs_models
 def test_a_box_of_the_frame_is_read_and_reported_in_frame_pixels(reader: PlateReader) -> None:
     frame = np.full((400, 1000, 3), 200, np.uint8)
     frame[200:340, 500:940] = plate("cn_blue_jingA12345.png")
@@ -93,7 +76,6 @@ def test_a_box_of_the_frame_is_read_and_reported_in_frame_pixels(reader: PlateRe
     assert (reader.read(gray) or pytest.fail("grey plate not read")).text == "ABC1234"
 
 
-@needs_models
 def test_garbage_gives_no_plate_and_no_crash(reader: PlateReader) -> None:
     rng = np.random.default_rng(7)
     noise = rng.integers(0, 256, (240, 640, 3), dtype=np.uint8)

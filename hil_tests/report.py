@@ -46,6 +46,8 @@ class Report:
     connection: dict[str, Any] = field(default_factory=dict)
     device: dict[str, Any] = field(default_factory=dict)
     checks: list[CheckResult] = field(default_factory=list)
+    tool: str = "osdp_reader"  # the hil_tests program that wrote it: names the report and its tool entry
+    libraries: tuple[str, ...] = ("libosdp",)  # distributions whose versions the report records
 
     @property
     def result(self) -> Result:
@@ -67,7 +69,7 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "report": "linli.commissioning.osdp_reader",
+            "report": f"linli.commissioning.{self.tool}",
             "format": REPORT_FORMAT,
             "result": self.result,
             "started_at": self.started_at,
@@ -78,7 +80,7 @@ class Report:
             "device": self.device,
             "checks": [asdict(c) for c in self.checks],
             "summary": self.summary(),
-            "tool": _tool(),
+            "tool": _tool(self.tool, self.libraries),
         }
 
     def write(self, path: str | os.PathLike[str]) -> None:
@@ -97,11 +99,11 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _tool() -> dict[str, Any]:
+def _tool(name: str, libraries: tuple[str, ...]) -> dict[str, Any]:
     return {
-        "name": "hil_tests.osdp_reader",
+        "name": f"hil_tests.{name}",
         "linli": _version("linli"),
-        "libosdp": _version("libosdp"),
+        **{lib: _version(lib) for lib in libraries},
         "python": platform.python_version(),
         "host": platform.node(),
     }

@@ -89,10 +89,21 @@ async def _demo(args: argparse.Namespace) -> int:
     from edge.broker import EmbeddedBroker
     from edge.config import load_config
     from edge.daemon import Controller, StartupError, run_until_signalled
-    from edge.demo import Simulator, default_data_dir, write_demo_site
-    from edge.demo_devices import RESIDENTS, DemoDevices, Passersby, seed_access_data
+    from edge.demo import CAMERA, default_data_dir, write_demo_site
+    from edge.demo_devices import (
+        GUARD_CODE,
+        RESIDENT_CODE,
+        RESIDENTS,
+        VISITOR_PIN,
+        AlarmPassersby,
+        DemoDevices,
+        IntercomPassersby,
+        Passersby,
+        seed_access_data,
+    )
 
     data_dir = (args.data_dir or default_data_dir()).absolute()
+    logging.getLogger("zigpy").setLevel(logging.WARNING)  # its interviews of the demo's devices drown the banner
     password = args.admin_password or os.environ.get("LINLI_ADMIN_PASSWORD") or secrets.token_urlsafe(9)
     broker = None
     broker_url = args.broker
@@ -101,30 +112,42 @@ async def _demo(args: argparse.Namespace) -> int:
         await broker.start()
         broker_url = broker.url
     data_dir.mkdir(parents=True, exist_ok=True)
-    devices = DemoDevices(data_dir)  # OSDP readers on a pty, with keys in data_dir
+    devices = DemoDevices(data_dir)  # OSDP readers, the fence's Modbus module and the intercom on ptys
     await devices.start()
     try:
         # The embedded broker speaks only MQTT 3.1.1: skip the MQTT 5 attempt.
         protocol = "3.1.1" if broker is not None else "auto"
         site = write_demo_site(
-            data_dir, broker_url, args.http_port, password, not args.no_zeroconf, protocol, devices.port
+            data_dir, broker_url, args.http_port, password, not args.no_zeroconf, protocol, devices.port,
+            devices.modbus_port, intercom_port=devices.intercom_port, camera=True,
         )
         config = load_config(site)
         await seed_access_data(data_dir, config.site.timezone)
         controller = Controller(config, site)
         controller.simulator = devices  # the web page's simulator panel drives it
-        controller.extra_tasks["simulator"] = Simulator(controller, rate=args.rate).run
+        devices.attach(controller)  # Li Wei's Zigbee sensors are on the daemon's simulated network
         controller.extra_tasks["passersby"] = Passersby(devices, RESIDENTS, rate=args.rate / 2).run
+        # An alarm scenario a minute or so at the default rate, a fence alarm every few minutes.
+        controller.extra_tasks["alarm-passersby"] = AlarmPassersby(devices, controller, rate=args.rate / 60).run
+        # A visitor at the gate's intercom every minute or two at the default rate; Li Wei's pass first.
+        controller.extra_tasks["intercom-passersby"] = IntercomPassersby(devices, controller, rate=args.rate / 60).run
         url = f"http://127.0.0.1:{args.http_port}/"
         banner = [
             "",
             "Linli demo is running. Open the web page and log in:",
             f"  web page   {url}",
             f"  login      admin / {password}",
+            f"  resident   li-wei / {password}  (apartment 3-201: her home's alarm)",
+            f"  alarm      codes: perimeter {GUARD_CODE.code} (guard), home 3-201 {RESIDENT_CODE.code} (Li Wei)",
+            f"  visitor    PIN {VISITOR_PIN} at the gate panel: Li Wei's pass for a guest (log in as li-wei "
+            "to issue more)",
+            f"  camera     {CAMERA}: a pedestrian clip at 2 fps, detections and the guard's patrol round on the page",
             f"  MQTT       {broker_url}  (topics linli/maple-court/gate-1/#)",
             f"  data       {data_dir}",
             f"  live feed  linli events tail --url {url} --user admin",
             f"  a card     linli sim --data-dir {data_dir} card --reader gate-reader --card {RESIDENTS[0].card}",
+            f"  a beam     linli sim --data-dir {data_dir} beam north on    (the perimeter is armed)",
+            f"  a visitor  linli sim --data-dir {data_dir} call 3-201   then   answer 3-201 / unlock 3-201",
             "Press Ctrl-C to stop.",
             "",
         ]
@@ -148,8 +171,20 @@ def cmd_sim(args: argparse.Namespace) -> int:
             line = f"card {args.reader} {args.card}" + ("" if args.facility is None else f" {args.facility}")
         case "pin":
             line = f"pin {args.reader} {args.pin}"
+        case "keys":
+            line = f"keys {args.reader} {args.keys}"
         case "exit":
             line = f"exit {args.reader}"
+        case "zone" | "beam":
+            line = f"{args.sim_command} {args.name} {args.state}"
+        case "sirens":
+            line = "sirens"
+        case "call" | "answer" | "unlock" | "hangup":
+            line = f"{args.sim_command} {args.apartment}"
+        case "code":
+            line = f"code {args.digits}"
+        case "qr":
+            line = f"qr {args.token}"
         case _:  # door, tamper
             line = f"{args.sim_command} {args.reader} {args.state}"
     data_dir = (args.data_dir or default_data_dir()).absolute()
@@ -197,6 +232,25 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
         print("use at least 8 characters", file=sys.stderr)
         return 2
     print(PasswordHasher().hash(password))
+    return 0
+
+
+def cmd_hash_code(args: argparse.Namespace) -> int:
+    """An alarm user code's code_hash, under the box's PIN key (in the site file's data_dir)."""
+    from edge.alarm import hash_code
+    from edge.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    code = os.environ.get("LINLI_CODE") or getpass.getpass("alarm code (4-8 digits): ")
+    try:
+        print(hash_code(config.data_dir, code))
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     return 0
 
 
@@ -280,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sims.add_parser("pin", help="type a PIN and # at a reader's keypad")
     s.add_argument("--reader", required=True)
     s.add_argument("--pin", required=True)
+    s = sims.add_parser("keys", help="press keys at a reader's keypad, e.g. *11234# (arm its alarm partition)")
+    s.add_argument("--reader", required=True)
+    s.add_argument("keys", help="digits, * and #")
     s = sims.add_parser("door", help="open or close the door (its position sensor)")
     s.add_argument("--reader", required=True)
     s.add_argument("state", choices=["open", "close"])
@@ -288,6 +345,24 @@ def build_parser() -> argparse.ArgumentParser:
     s = sims.add_parser("tamper", help="open or close the reader's tamper switch")
     s.add_argument("--reader", required=True)
     s.add_argument("state", choices=["on", "off"])
+    s = sims.add_parser("zone", help="trip (on) or restore (off) an alarm zone's sensor: beam, door, motion, smoke")
+    s.add_argument("name", metavar="ZONE", help="fence-north, fence-east, plant-room, fence-tamper, 3-201-door, "
+                   "3-201-motion, 3-201-smoke")
+    s.add_argument("state", choices=["on", "off"])
+    s = sims.add_parser("beam", help="break (on) or clear (off) a fence beam")
+    s.add_argument("name", choices=["north", "east"])
+    s.add_argument("state", choices=["on", "off"])
+    sims.add_parser("sirens", help="show what the simulated sirens are doing")
+    apartments = "3-201, 3-402, 5-101, 7-1203"
+    s = sims.add_parser("call", help="dial an apartment at the gate's intercom panel")
+    s.add_argument("apartment", metavar="APARTMENT", help=apartments)
+    for verb, text in (("answer", "answer"), ("unlock", "press unlock on"), ("hangup", "hang up")):
+        s = sims.add_parser(verb, help=f"{text} an apartment's indoor unit (or the guard desk's: guard)")
+        s.add_argument("apartment", metavar="APARTMENT", help=f"{apartments} or guard")
+    s = sims.add_parser("code", help="type a code at the gate panel's keypad (a visitor pass PIN)")
+    s.add_argument("digits")
+    s = sims.add_parser("qr", help="show a visitor pass's QR token to the gate panel's scanner")
+    s.add_argument("token")
     p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("check-config", help="validate a site file; prints FILE:LINE:COL errors")
@@ -299,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("hash-password", help="print an argon2 hash for a user's password_hash")
     p.set_defaults(func=cmd_hash_password)
+
+    p = sub.add_parser("hash-code", help="print an alarm user code's code_hash (keyed with this box's PIN key)")
+    p.add_argument("--config", "-c", required=True, type=Path, help="the site file (finds its data_dir)")
+    p.set_defaults(func=cmd_hash_code)
 
     p = sub.add_parser("audit", help="the tamper-evident audit trail")
     audit_cmds = p.add_subparsers(dest="audit_command", required=True, metavar="SUBCOMMAND")

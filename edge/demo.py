@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import random
 import secrets
+from datetime import datetime, timedelta
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from argon2 import PasswordHasher
 
-from edge.demo_devices import RESIDENTS
-from edge.events import Severity
-
-if TYPE_CHECKING:
-    from edge.daemon import Controller
+from edge.alarm import hash_code
+from edge.demo_devices import ALARM_CODES, INTERCOM_PORT_NAME, MODBUS_PORT_NAME, intercom_section
 
 log = logging.getLogger(__name__)
+
+# The camera's clip, beside the demo site in the package (edge/demo_media/PROVENANCE says where it is from).
+DEMO_CLIP = Path(str(files("edge").joinpath("demo_media", "vtest-80.mp4")))
+CAMERA = "pavement"  # the camera of edge.vision.demo_section
+CAMERA_FPS = 2  # detections a second: light on a 2-core box beside everything else the demo runs
+SITE_TIMEZONE = "Asia/Shanghai"  # edge/demo_site.yaml's: the patrol round starts in local time
 
 
 def default_data_dir() -> Path:
@@ -35,8 +37,20 @@ def write_demo_site(
     zeroconf: bool,
     protocol: str = "auto",
     osdp_port: str | None = None,
+    modbus_port: str | None = None,
+    *,
+    intercom_port: str | None = None,
+    camera: bool = False,
+    exit_delay_s: float = 10,
+    entry_delay_s: float = 15,
+    siren_s: float = 30,
 ) -> Path:
-    """Render the embedded demo site file into `data_dir` and make the command key if missing."""
+    """Render the embedded demo site file into `data_dir` and make the command key if missing.
+
+    The resident li-wei gets the admin's password. The alarm codes (edge.demo_devices.ALARM_CODES)
+    are hashed under the box's PIN key, which this creates on the first start. The intercom bus's
+    panel and indoor units are at `intercom_port` (edge.demo_devices.DemoDevices.intercom_port); with
+    `camera`, the pedestrian clip is a camera (edge.vision.demo_section) with a guard patrol round."""
     data_dir.mkdir(parents=True, exist_ok=True)
     key = data_dir / "command.key"
     if not key.exists():
@@ -49,66 +63,33 @@ def write_demo_site(
         http_port=http_port,
         zeroconf="true" if zeroconf else "false",
         admin_hash=PasswordHasher().hash(admin_password),
+        resident_hash=PasswordHasher().hash(admin_password),
         osdp_port=osdp_port or str(data_dir / "osdp-bus"),
+        modbus_port=modbus_port or str(data_dir / MODBUS_PORT_NAME),
+        exit_delay=exit_delay_s,
+        entry_delay=entry_delay_s,
+        siren_s=siren_s,
+        alarm_codes="\n".join(
+            f'    - {{user: {c.user}, code_hash: "{hash_code(data_dir, c.code)}", '
+            f"partitions: [{', '.join(c.partitions)}], duress: {'true' if c.duress else 'false'}}}"
+            for c in ALARM_CODES
+        ),
     )
+    text += intercom_section(intercom_port or str(data_dir / INTERCOM_PORT_NAME))
+    if camera and DEMO_CLIP.is_file():
+        text += camera_section(ZoneInfo(SITE_TIMEZONE))
+    elif camera:  # an install without the package data: the rest of the demo still runs
+        log.warning("demo: no camera, its clip %s is missing", DEMO_CLIP)
     path = data_dir / "site.yaml"
     path.write_text(text, encoding="utf-8")
     return path
 
 
-class Simulator:
-    """Events for the areas whose device simulators are not in the demo yet (perimeter zones,
-    intercom, parking, telemetry), at roughly `rate` scenarios per second. Access control is not
-    here: its readers are real OSDP simulators on a pty (edge.demo_devices)."""
+def camera_section(tz: ZoneInfo, now: datetime | None = None) -> str:
+    """The demo camera: the pavement clip looping at `CAMERA_FPS`, a zone people walk through, and a
+    guard round whose checkpoint is that zone, started a minute ago (so `patrol.*` events come soon)."""
+    from edge.vision import demo_section
 
-    def __init__(self, controller: Controller, rate: float = 1.0, seed: int | None = None) -> None:
-        self.controller = controller
-        self.rate = rate
-        self.random = random.Random(seed)
-
-    async def run(self) -> None:
-        scenarios = [
-            (20, self._telemetry),
-            (6, self._zone_activity),
-            (4, self._intercom_call),
-            (3, self._parking),
-        ]
-        weights = [w for w, _ in scenarios]
-        while True:
-            await asyncio.sleep(self.random.expovariate(self.rate))
-            scenario = self.random.choices([s for _, s in scenarios], weights)[0]
-            await scenario()
-
-    async def _emit(self, type: str, source: str, data: dict[str, Any], severity: Severity = Severity.INFO) -> None:
-        self.controller.devices.seen(source)
-        await self.controller.bus.emit(type, source, data, severity)
-
-    async def _telemetry(self) -> None:
-        await self._emit(
-            "telemetry.environment",
-            "io-perimeter-1",
-            {
-                "temperature_c": round(self.random.gauss(24, 1.5), 1),
-                "supply_v": round(self.random.gauss(12.1, 0.1), 2),
-            },
-            Severity.DEBUG,
-        )
-
-    async def _zone_activity(self) -> None:
-        zone = self.random.choice(["fence-north", "fence-east"])
-        await self._emit("zone.opened", "io-perimeter-1", {"zone": zone})
-        await asyncio.sleep(self.random.uniform(0.5, 2))
-        await self._emit("zone.closed", "io-perimeter-1", {"zone": zone})
-
-    async def _intercom_call(self) -> None:
-        who = self.random.choice(RESIDENTS)
-        await self._emit("intercom.call", "panel-gate-1", {"apartment": who.apartment})
-        await asyncio.sleep(self.random.uniform(2, 6))
-        if self.random.random() < 0.7:
-            await self._emit("intercom.answered", "panel-gate-1", {"apartment": who.apartment})
-        else:
-            await self._emit("intercom.missed", "panel-gate-1", {"apartment": who.apartment})
-
-    async def _parking(self) -> None:
-        plate = f"沪A{self.random.randint(10000, 99999)}"
-        await self._emit("parking.entry", "cam-parking-1", {"plate": plate, "gate": "north"})
+    start = ((now or datetime.now(tz)).astimezone(tz) - timedelta(minutes=1)).strftime("%H:%M")
+    # A low frame rate: the demo shares 2 cores with the rest of the daemon.
+    return demo_section(DEMO_CLIP, patrol_start=start, fps=CAMERA_FPS)

@@ -4,7 +4,9 @@ door open, unlock a door from the page — the demo site, its readers and the da
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,17 +21,22 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debia
 PASSWORD = "demo-admin-pass"
 
 
-@pytest.fixture
-async def demo(tmp_path: Path) -> AsyncIterator[Controller]:
+@asynccontextmanager
+async def demo_site(tmp_path: Path, *, camera: bool = False, **alarm_timing: Any) -> AsyncIterator[Controller]:
+    """The demo site in-process, its simulated devices attached as `linli demo` does (no passers-by);
+    the camera (a detector on a video clip) only where a test looks at it."""
     devices = DemoDevices(tmp_path)
     await devices.start()
     try:
         # A broker nobody listens on: the uplink keeps retrying, which the page shows.
-        site = write_demo_site(tmp_path, "mqtt://127.0.0.1:9", 0, PASSWORD, False, "3.1.1", devices.port)
+        site = write_demo_site(tmp_path, "mqtt://127.0.0.1:9", 0, PASSWORD, False, "3.1.1", devices.port,
+                               devices.modbus_port, intercom_port=devices.intercom_port, camera=camera,
+                               **alarm_timing)
         config = load_config(site)
         await seed_access_data(tmp_path, config.site.timezone)
         controller = Controller(config, site)
         controller.simulator = devices
+        devices.attach(controller)
         await controller.start()
         try:
             yield controller
@@ -37,6 +44,12 @@ async def demo(tmp_path: Path) -> AsyncIterator[Controller]:
             await controller.stop()
     finally:
         await devices.stop()
+
+
+@pytest.fixture
+async def demo(tmp_path: Path) -> AsyncIterator[Controller]:
+    async with demo_site(tmp_path) as controller:
+        yield controller
 
 
 async def test_present_a_card_and_watch_the_gate_open(demo: Controller, tmp_path: Path) -> None:

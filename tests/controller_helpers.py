@@ -10,16 +10,20 @@ take milliseconds. Uplink and zeroconf are off unless the caller's YAML says oth
 
 from __future__ import annotations
 
+import asyncio
 import functools
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from argon2 import PasswordHasher
 
 from edge.config import load_config
 from edge.daemon import Controller
+from edge.journal import StoredEvent
 
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
 
@@ -99,3 +103,31 @@ def bearer(token: str) -> dict[str, str]:
 def cookie_session() -> aiohttp.ClientSession:
     """A client that keeps cookies for 127.0.0.1 (aiohttp's default jar ignores IP hosts)."""
     return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def wait_event(
+    controller: Controller,
+    type: str,
+    where: Callable[[dict[str, Any]], bool] | None = None,
+    *,
+    after: int = 0,
+    within: float = 5.0,
+) -> StoredEvent:
+    """The first journaled (committed) event of `type` after seq `after` whose data passes `where`."""
+    deadline = time.monotonic() + within
+    while True:
+        for stored in await controller.journal.query(types=[type], after_seq=after, limit=1000):
+            if where is None or where(stored.event.data):
+                return stored
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {type} journaled within {within}s")
+        await asyncio.sleep(0.01)
+
+
+async def journaled(controller: Controller, type: str, after: int = 0) -> list[StoredEvent]:
+    return await controller.journal.query(types=[type], after_seq=after, limit=1000)
+
+
+def mark(controller: Controller) -> int:
+    """The journal's newest seq: events after it are the test's."""
+    return controller.journal.stats.last_seq

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,10 +22,10 @@ from drivers.osdp import KeyStore
 from drivers.osdp.simulator import INPUT_DPS, INPUT_REX, OUTPUT_LOCK, SimBus, SimReader
 from edge.access_store import AccessStore
 from edge.daemon import Controller
-from edge.journal import Journal, StoredEvent
+from edge.journal import Journal
 from rules.access import AccessDataError, Delta, StaleDeltaError
 from tests.access_helpers import FACILITY, standard_snapshot
-from tests.controller_helpers import running_controller, site_yaml
+from tests.controller_helpers import journaled, mark, running_controller, site_yaml, wait_event
 
 PIN_KEY = b"test-pin-key-0123456789abcdef"  # the key tests/access_helpers.HASHER hashes PINs with
 STRIKE_S = 0.5
@@ -90,33 +90,6 @@ async def wait_ready(controller: Controller, within: float = 5.0) -> None:
     while controller.access is None or not controller.access.ready.is_set():
         assert time.monotonic() < deadline, "access service did not start"
         await asyncio.sleep(0.01)
-
-
-async def wait_event(
-    controller: Controller,
-    type: str,
-    where: Callable[[dict[str, Any]], bool] | None = None,
-    *,
-    after: int = 0,
-    within: float = 3.0,
-) -> StoredEvent:
-    """The first journaled (committed) event of `type` after seq `after`."""
-    deadline = time.monotonic() + within
-    while True:
-        for stored in await controller.journal.query(types=[type], after_seq=after, limit=1000):
-            if where is None or where(stored.event.data):
-                return stored
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {type} journaled within {within}s")
-        await asyncio.sleep(0.01)
-
-
-async def journaled(controller: Controller, type: str, after: int = 0) -> list[StoredEvent]:
-    return await controller.journal.query(types=[type], after_seq=after, limit=1000)
-
-
-def mark(controller: Controller) -> int:
-    return controller.journal.stats.last_seq
 
 
 async def test_card_grant_is_journaled_then_unlocks_for_the_strike_time(tmp_path: Path) -> None:

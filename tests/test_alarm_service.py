@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,10 @@ from edge.alarm import alarm_entities
 from edge.commands import sign_command
 from edge.daemon import Controller
 from edge.homeassistant import Discovery
-from edge.journal import StoredEvent
 from edge.topics import Topics
 from rules.access import PinHasher
 from rules.alarm import AlarmSection
-from tests.controller_helpers import base_url, bearer, hash_password, running_controller
+from tests.controller_helpers import base_url, bearer, hash_password, journaled, mark, running_controller, wait_event
 from tests.mosquitto import Mosquitto
 from tests.mqtt_helpers import Collector, TopicTree, wait_until
 
@@ -108,26 +106,6 @@ async def alarm_site(tmp_path: Path, extra: str, **kw: Any) -> AsyncIterator[Con
     async with running_controller(tmp_path, site(extra, **kw)) as controller:
         await wait_until(lambda: controller.alarm is not None and controller.alarm.ready.is_set(), 5, "alarm ready")
         yield controller
-
-
-async def wait_event(controller: Controller, type: str, where: Callable[[dict[str, Any]], bool] | None = None, *,
-                     after: int = 0, within: float = 5.0) -> StoredEvent:
-    deadline = time.monotonic() + within
-    while True:
-        for stored in await controller.journal.query(types=[type], after_seq=after, limit=1000):
-            if where is None or where(stored.event.data):
-                return stored
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {type} journaled within {within}s")
-        await asyncio.sleep(0.01)
-
-
-async def journaled(controller: Controller, type: str, after: int = 0) -> list[StoredEvent]:
-    return await controller.journal.query(types=[type], after_seq=after, limit=1000)
-
-
-def mark(controller: Controller) -> int:
-    return controller.journal.stats.last_seq
 
 
 def state_of(controller: Controller, partition: str) -> str:

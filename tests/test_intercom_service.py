@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from drivers.intercom.simulator import SimIndoorUnit, SimIntercomBus, SimPanel
 from edge.commands import sign_command
 from edge.daemon import Controller
 from edge.journal import StoredEvent
-from tests.controller_helpers import running_controller, users_yaml
+from tests.controller_helpers import running_controller, users_yaml, wait_event
 from tests.mosquitto import Mosquitto
 from tests.mqtt_helpers import Collector, TopicTree, wait_until
 
@@ -83,24 +83,6 @@ async def wait_online(controller: Controller, devices: list[str], within: float 
         if service is not None and service.ready.is_set() and all(d in service.router.online for d in devices):
             return
         assert time.monotonic() < deadline, "intercom devices did not come online"
-        await asyncio.sleep(0.01)
-
-
-async def wait_event(
-    controller: Controller,
-    type: str,
-    where: Callable[[dict[str, Any]], bool] | None = None,
-    *,
-    after: int = 0,
-    within: float = 3.0,
-) -> StoredEvent:
-    deadline = time.monotonic() + within
-    while True:
-        for stored in await controller.journal.query(types=[type], after_seq=after, limit=1000):
-            if where is None or where(stored.event.data):
-                return stored
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {type} journaled within {within}s")
         await asyncio.sleep(0.01)
 
 

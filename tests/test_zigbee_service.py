@@ -6,18 +6,25 @@ import asyncio
 import os
 import stat
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from drivers.zigbee.driver import ZigbeeCommandError
 from edge.daemon import Controller
-from edge.journal import StoredEvent
 from edge.zigbee import ZigbeeService
-from tests.controller_helpers import base_url, bearer, cookie_session, login, running_controller, site_yaml
+from tests.controller_helpers import (
+    base_url,
+    bearer,
+    cookie_session,
+    journaled,
+    login,
+    running_controller,
+    site_yaml,
+    wait_event,
+)
 
 DOOR = "00:0d:6f:00:00:00:01:01"
 SMOKE = "00:0d:6f:00:00:00:01:02"
@@ -52,22 +59,6 @@ async def zigbee_site(tmp_path: Path) -> AsyncIterator[tuple[Controller, ZigbeeS
             await wait_event(controller, "input.changed", lambda d, ieee=ieee: d["ieee"] == ieee)
         yield controller, service
     assert controller.zigbee is None
-
-
-async def wait_event(controller: Controller, type: str, where: Callable[[dict[str, Any]], bool] | None = None,
-                     *, after: int = 0, within: float = 5.0) -> StoredEvent:
-    deadline = time.monotonic() + within
-    while True:
-        for stored in await controller.journal.query(types=[type], after_seq=after, limit=1000):
-            if where is None or where(stored.event.data):
-                return stored
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {type} journaled within {within}s")
-        await asyncio.sleep(0.01)
-
-
-async def journaled(controller: Controller, type: str, after: int = 0) -> list[StoredEvent]:
-    return await controller.journal.query(types=[type], after_seq=after, limit=1000)
 
 
 async def test_contact_opening_is_an_input_change_in_the_journal(tmp_path: Path) -> None:

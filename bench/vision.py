@@ -11,6 +11,8 @@ Figures (targets from issue 8):
   worst case: detector on every frame), from the measured decode + pipeline cost per frame and all
   cores running one detector at a time (as the daemon does).
 - `rss_mb_2cams`: resident memory of `linli run` with two file cameras at 5 fps (target <= 300 MB).
+- stage breakdown: motion, letterbox + tensor, decoding + NMS + filters, tracking, each timed right after an
+  inference as in the pipeline (median ms per detected frame).
 - executor choice: frames/s for two cameras through one worker thread (the daemon's choice), two
   worker threads, and two worker processes (frames pickled across), each with the model's 2 threads.
 
@@ -41,6 +43,7 @@ from tests.mosquitto import free_port
 from vision.capture import Frame
 from vision.config import CameraConfig, VisionSection
 from vision.detect import Detector
+from vision.motion import MotionDetector
 from vision.pipeline import CameraPipeline
 
 VTEST = Path(__file__).resolve().parent.parent / "tests" / "data" / "vtest-80.mp4"
@@ -87,6 +90,30 @@ def overhead(detector: Detector, frames: list[np.ndarray], rounds: int) -> tuple
             if result.detected:
                 pipeline_ms.append((time.perf_counter() - t) * 1000)
     return statistics.median(pipeline_ms), statistics.median(raw_ms), len(pipeline_ms)
+
+
+def stages(detector: Detector, frames: list[np.ndarray], rounds: int) -> dict[str, float]:
+    """Median ms per detected frame of each stage around the model, run as the pipeline runs them (each right
+    after an inference, so with the caches as the pipeline finds them)."""
+    times: dict[str, list[float]] = {"motion": [], "letterbox_tensor": [], "decode_nms_filters": [], "tracking": []}
+    for _ in range(rounds):
+        pipeline = make_pipeline(detector, fps=10)
+        motion = MotionDetector((frames[0].shape[1], frames[0].shape[0]), pipeline.vision.motion)
+        for i, frame in enumerate(frames):
+            t0 = time.perf_counter()
+            motion.detect(frame)
+            t1 = time.perf_counter()
+            tensor, box = detector.prepare(frame)
+            t2 = time.perf_counter()
+            outputs = detector.infer(tensor)
+            t3 = time.perf_counter()
+            found = detector.decode(outputs, box, frame.shape[1], frame.shape[0], pipeline.objects)
+            t4 = time.perf_counter()
+            pipeline.tracker.update(found, 1000 + i / 10)
+            t5 = time.perf_counter()
+            for name, ms in zip(times, (t1 - t0, t2 - t1, t4 - t3, t5 - t4), strict=True):
+                times[name].append(ms * 1000)
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def motion_skip(detector: Detector, still: np.ndarray, count: int) -> float:
@@ -186,6 +213,9 @@ def main() -> None:
     overhead_pct = 100 * (pipeline_ms - raw_ms) / raw_ms
     print(f"per detected frame: pipeline {pipeline_ms:.1f} ms, raw onnxruntime {raw_ms:.1f} ms "
           f"({runs} frames) -> overhead {overhead_pct:.1f} % (target <= 10 %)")
+    stage_ms = stages(detector, frames, rounds)
+    print("around the model, per detected frame: " + ", ".join(f"{k} {v:.2f} ms" for k, v in stage_ms.items())
+          + f" (sum {sum(stage_ms.values()):.2f} ms)")
     skip = motion_skip(detector, frames[0], 100)
     print(f"still scene, 100 frames at 5 fps: {skip:.0f} % of detector calls skipped (target >= 90 %)")
     cameras = int(1000 // (5 * (pipeline_ms + decode_ms)))
@@ -211,7 +241,7 @@ def main() -> None:
         "pipeline_ms": round(pipeline_ms, 2), "raw_ms": round(raw_ms, 2), "overhead_pct": round(overhead_pct, 1),
         "decode_ms": round(decode_ms, 2), "motion_skip_pct": round(skip, 1), "cameras_at_5fps": cameras,
         "rss_mb_2cams": round(rss, 1), "fps_1_thread": round(one_thread, 1), "fps_2_threads": round(two_threads, 1),
-        "fps_2_processes": round(two_procs, 1),
+        "fps_2_processes": round(two_procs, 1), "stages_ms": {k: round(v, 2) for k, v in stage_ms.items()},
     }))
 
 

@@ -370,3 +370,72 @@ def test_unknown_labels_and_zone_objects_are_config_errors(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as err:
         parse_config(text, "site.yaml", tmp_path)
     assert "'car' is not in the tracked objects" in str(err.value)
+
+
+# ---- the faster decoding and letterbox give what the straightforward versions gave -------------------------
+
+
+def nanodet_reference(detector: Detector, out: np.ndarray,
+                      min_score: float) -> dict[int, tuple[int, float, list[float]]]:
+    """The plain decoding: best class of every cell, then the distance softmax for cells over min_score."""
+    assert detector.info.nanodet is not None and detector._priors is not None
+    bins = detector.info.nanodet.reg_max + 1
+    rows = out[0]
+    nc = rows.shape[1] - 4 * bins
+    classes = rows[:, :nc].argmax(axis=1)
+    scores = rows[np.arange(len(rows)), classes]
+    found = {}
+    for cell in np.flatnonzero(scores >= min_score):
+        logits = rows[cell, nc:].astype(np.float64).reshape(4, bins)
+        weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+        distance = (weights @ np.arange(bins)) / weights.sum(axis=1) * detector._priors[cell, 2]
+        cx, cy = detector._priors[cell, :2]
+        found[int(cell)] = (int(classes[cell]), float(scores[cell]),
+                            [cx - distance[0], cy - distance[1], cx + distance[2], cy + distance[3]])
+    return found
+
+
+def test_nanodet_decoding_matches_the_plain_decoding_on_random_outputs(shipped: Detector) -> None:
+    assert shipped._priors is not None
+    rng = np.random.default_rng(8)
+    cells, channels = len(shipped._priors), len(shipped.info.names) + 4 * 8
+    for min_score in (0.1, 0.35, 0.9):
+        out = rng.random((1, cells, channels), dtype=np.float32) ** 8  # mostly weak, a few strong class scores
+        out[0, :, 80:] = rng.normal(0, 3, (cells, channels - 80))  # distance logits
+        out[0, 7, :80] = min_score  # exactly on the threshold: kept
+        out[0, 9, 3] = np.nan  # a broken score: argmax picks it, so the cell is dropped
+        out[0, 9, 5] = 0.99
+        boxes, scores, classes = shipped._raw([out], min_score)
+        expected = nanodet_reference(shipped, out, min_score)
+        assert 7 in expected and 9 not in expected
+        assert len(scores) == len(expected) and len(expected) > 0
+        order = np.argsort(-scores, kind="stable")
+        ref = sorted(expected.values(), key=lambda r: -r[1])
+        assert [int(c) for c in classes[order]] == [r[0] for r in ref]
+        assert np.allclose(scores[order], [r[1] for r in ref])
+        assert np.allclose(boxes[order], [r[2] for r in ref], atol=1e-3)
+
+
+def test_letterbox_with_side_padding_and_scaling_fills_the_canvas_like_a_paste() -> None:
+    rng = np.random.default_rng(3)
+    for frame in (rng.integers(0, 256, (90, 40, 3), dtype=np.uint8),  # tall: padding left and right
+                  rng.integers(0, 256, (30, 100, 3), dtype=np.uint8),  # wide: padding above and below
+                  rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)):  # the input size: no scaling
+        canvas, box = letterbox(frame, 64, 64)
+        h, w = frame.shape[:2]
+        nw, nh = round(w * box.scale), round(h * box.scale)
+        x, y = int(box.pad_x), int(box.pad_y)
+        expected = np.full((64, 64, 3), 114, np.uint8)
+        expected[y:y + nh, x:x + nw] = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        assert np.array_equal(canvas, expected)
+        assert (x > 0) == (h > w) and (y > 0) == (w > h)
+
+
+def test_prepare_gives_the_letterboxed_canvas_as_a_tensor_for_any_frame_shape(shipped: Detector) -> None:
+    rng = np.random.default_rng(4)
+    for shape in ((576, 768, 3), (600, 300, 3), (416, 416, 3), (100, 700, 3)):
+        frame = rng.integers(0, 256, shape, dtype=np.uint8)
+        tensor, box = shipped.prepare(frame)
+        canvas, expected_box = letterbox(frame, 416, 416)
+        assert box == expected_box and tensor.shape == (1, 3, 416, 416) and tensor.flags.c_contiguous
+        assert np.array_equal(tensor[0], canvas.transpose(2, 0, 1)[::-1].astype(np.float32))

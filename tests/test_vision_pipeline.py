@@ -399,3 +399,37 @@ async def test_many_reconnects_leak_no_threads_or_memory() -> None:
             assert watch.states.count((False, "stream ended or stalled")) >= 35
         finally:
             await asyncio.to_thread(cap.stop)
+
+
+# ---- the cheaper motion scaling and pairwise IoU --------------------------------------------------------
+
+
+def test_motion_finds_the_mover_on_large_and_odd_sized_frames() -> None:
+    # Frames many times the motion height are halved before the last INTER_AREA step; odd sizes too.
+    for width, height in ((1920, 1080), (1001, 751), (640, 130)):
+        motion = MotionDetector((width, height), MotionConfig())
+        blank = np.zeros((height, width, 3), np.uint8)
+        assert motion.detect(blank) == []
+        x1, y1, x2, y2 = width // 3, height // 4, width // 3 + width // 8, height // 4 + height // 3
+        moved = blank.copy()
+        cv2.rectangle(moved, (x1, y1), (x2, y2), (200, 200, 200), -1)
+        boxes = motion.detect(moved)
+        assert len(boxes) == 1
+        slack = 6 / motion.scale  # blur and dilation widen the change by a few motion pixels
+        bx1, by1, bx2, by2 = boxes[0]
+        assert abs(bx1 - x1) <= slack and abs(by1 - y1) <= slack and abs(bx2 - x2) <= slack and abs(by2 - y2) <= slack
+
+
+def test_tracker_pairwise_iou_matches_the_iou_matrix() -> None:
+    from vision.geometry import iou_matrix
+    from vision.tracker import _iou
+
+    rng = np.random.default_rng(5)
+    corners = rng.uniform(0, 100, (200, 2, 2))
+    boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1).astype(np.float32)
+    boxes[0] = boxes[1] = (10, 10, 10, 50)  # zero area
+    boxes[2], boxes[3] = (0, 0, 10, 10), (10, 0, 20, 10)  # touching edges
+    expected = iou_matrix(boxes, boxes)
+    for i in range(len(boxes)):
+        for j in range(0, len(boxes), 7):
+            assert abs(_iou(tuple(boxes[i]), tuple(boxes[j])) - expected[i, j]) < 1e-5  # type: ignore[arg-type]

@@ -288,21 +288,28 @@ class Letterbox:
 
     def unmap(self, boxes: np.ndarray) -> np.ndarray:
         """Input-pixel x1,y1,x2,y2 -> frame pixels."""
-        out = boxes.astype(np.float32, copy=True)
-        out[:, [0, 2]] = (out[:, [0, 2]] - self.pad_x) / self.scale
-        out[:, [1, 3]] = (out[:, [1, 3]] - self.pad_y) / self.scale
-        return out
+        pad = np.array([self.pad_x, self.pad_y, self.pad_x, self.pad_y], np.float32)
+        return (boxes.astype(np.float32) - pad) / np.float32(self.scale)
+
+
+def _fit(w: int, h: int, width: int, height: int) -> tuple[Letterbox, int, int]:
+    """Where a w x h frame goes in a width x height input (aspect kept, centred), and its scaled size."""
+    scale = min(width / w, height / h)
+    nw, nh = round(w * scale), round(h * scale)
+    return Letterbox(scale, (width - nw) // 2, (height - nh) // 2), nw, nh
+
+
+def _scaled(frame: np.ndarray, nw: int, nh: int) -> np.ndarray:
+    same = (nw, nh) == (frame.shape[1], frame.shape[0])
+    return frame if same else cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
 
 
 def letterbox(frame: np.ndarray, width: int, height: int) -> tuple[np.ndarray, Letterbox]:
-    h, w = frame.shape[:2]
-    scale = min(width / w, height / h)
-    nw, nh = round(w * scale), round(h * scale)
-    pad_x, pad_y = (width - nw) // 2, (height - nh) // 2
+    box, nw, nh = _fit(frame.shape[1], frame.shape[0], width, height)
+    x, y = int(box.pad_x), int(box.pad_y)
     canvas = np.full((height, width, 3), 114, np.uint8)
-    resized = frame if (nw, nh) == (w, h) else cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    canvas[pad_y:pad_y + nh, pad_x:pad_x + nw] = resized
-    return canvas, Letterbox(scale, pad_x, pad_y)
+    canvas[y:y + nh, x:x + nw] = _scaled(frame, nw, nh)
+    return canvas, box
 
 
 class Detector:
@@ -315,14 +322,24 @@ class Detector:
         self._priors = head.priors(self.info.width, self.info.height) if head is not None else None
 
     def prepare(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """The model's input for a frame: letterboxed (grey padding), RGB, in the model's layout, type and range."""
         info = self.info
-        canvas, box = letterbox(frame_bgr, info.width, info.height)
+        box, nw, nh = _fit(frame_bgr.shape[1], frame_bgr.shape[0], info.width, info.height)
+        image = _scaled(frame_bgr, nw, nh)
+        x, y = int(box.pad_x), int(box.pad_y)
         dtype = np.uint8 if info.dtype == "tensor(uint8)" else np.float32
+        # Straight into the tensor, without a letterboxed canvas in between: the image is converted once (BGR ->
+        # RGB, layout and type: the transpose and channel flip are views) and only the padding is filled.
         if info.nchw:
-            # BGR HWC -> RGB CHW: the transpose and channel flip are views, the dtype change makes the one copy.
-            tensor = np.ascontiguousarray(canvas.transpose(2, 0, 1)[::-1][None], dtype=dtype)
+            tensor = np.empty((1, 3, info.height, info.width), dtype)
+            tensor[0, :, y:y + nh, x:x + nw] = image.transpose(2, 0, 1)[::-1]
+            hwc = tensor[0].transpose(1, 2, 0)
         else:
-            tensor = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB).astype(dtype, copy=False)[None]
+            tensor = np.empty((1, info.height, info.width, 3), dtype)
+            tensor[0, y:y + nh, x:x + nw] = image[:, :, ::-1]
+            hwc = tensor[0]
+        hwc[:y] = hwc[y + nh:] = 114
+        hwc[:, :x] = hwc[:, x + nw:] = 114
         if dtype == np.float32 and info.unit_range:
             tensor *= 1 / 255
         return tensor, box
@@ -347,10 +364,7 @@ class Detector:
         boxes, scores, classes = self._raw(outputs, min_score)
         if len(scores) == 0:
             return []
-        boxes = box.unmap(boxes)
-        # (np.clip(..., out=boxes[:, [0, 2]]) would write into a copy: fancy indexing does not give a view)
-        boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, frame_w)
-        boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, frame_h)
+        boxes = np.clip(box.unmap(boxes), 0, np.array([frame_w, frame_h, frame_w, frame_h], np.float32))
         keep = _nms(boxes, scores, classes, self.config.iou, per_class=True)
         keep = keep[_nms(boxes[keep], scores[keep], classes[keep], SAME_OBJECT_IOU, per_class=False)]
         names = self.info.names
@@ -398,17 +412,23 @@ class Detector:
         bins = self.info.nanodet.reg_max + 1
         out = outputs[0][0]  # [cells, nc + 4 * bins]
         nc = out.shape[1] - 4 * bins
-        classes = out[:, :nc].argmax(axis=1)
-        scores = out[np.arange(len(out)), classes]
-        keep = np.flatnonzero(scores >= min_score)
+        cls_scores = out[:, :nc]
+        # Only a few of the thousands of cells have a class over min_score: find them with one comparison
+        # (much cheaper than an argmax over every cell), then take the best class of those alone.
+        keep = np.unique(np.flatnonzero(cls_scores >= min_score) // nc)
+        classes = cls_scores[keep].argmax(axis=1)
+        scores = cls_scores[keep, classes]
+        passed = scores >= min_score  # False only where argmax picked a NaN (a broken model): dropped, as before
+        keep, classes, scores = keep[passed], classes[passed], scores[passed]
         # Each side's logits are a distribution over 0..reg_max strides: the distance is its expectation.
         logits = out[keep, nc:].reshape(-1, 4, bins)
         weights = np.exp(logits - logits.max(axis=2, keepdims=True))
         distance = (weights @ np.arange(bins, dtype=np.float32)) / weights.sum(axis=2)  # [k, 4] in strides
-        cx, cy, stride = self._priors[keep].T
-        distance *= stride[:, None]
-        boxes = np.stack([cx - distance[:, 0], cy - distance[:, 1], cx + distance[:, 2], cy + distance[:, 3]], axis=1)
-        return boxes, scores[keep], classes[keep]
+        priors = self._priors[keep]
+        distance *= priors[:, 2:]  # strides -> input pixels
+        centres = priors[:, :2]
+        boxes = np.concatenate([centres - distance[:, :2], centres + distance[:, 2:]], axis=1)
+        return boxes, scores, classes
 
     def _raw_ssd(self, outputs: list[np.ndarray], min_score: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         by_name = dict(zip(self.info.output_names, outputs, strict=True))

@@ -32,7 +32,13 @@ class MotionDetector:
     def detect(self, frame_bgr: np.ndarray) -> list[Box]:
         """Motion boxes (x1, y1, x2, y2 in frame pixels) since the background; empty if the scene is still."""
         # Grey first: area-scaling one channel instead of three halves the cost (same result within 1 level).
-        small = cv2.resize(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY), self.size, interpolation=cv2.INTER_AREA)
+        small = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
+        # INTER_AREA by a non-integer factor (576 -> 120 rows is 4.8) takes OpenCV's slow general path; halving
+        # takes its fast 2x2-average path, leaving a last step under 2x: the same average within ~2 levels
+        # (under 1 after the blur), 3x cheaper.
+        while small.shape[1] >= 2 * self.size[0] and small.shape[0] >= 2 * self.size[1]:
+            small = cv2.resize(small, (small.shape[1] // 2, small.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(small, self.size, interpolation=cv2.INTER_AREA)
         grey = cv2.GaussianBlur(small, (5, 5), 0)
         if self.mask is not None:
             grey = cv2.bitwise_and(grey, self.mask)

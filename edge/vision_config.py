@@ -55,4 +55,7 @@ class VisionSiteSection(VisionSection):
                     problems.append(((*loc, "door"), f"no door {gate.door!r} in doors"))
                 elif "vision" not in doors[gate.door]:
                     problems.append(((*loc, "door"), f"door {gate.door!r} does not list vision in its remote_unlock"))
+        for c, camera in enumerate(self.cameras):
+            if camera.pass_door is not None and camera.pass_door not in doors:
+                problems.append((("vision", "cameras", c, "pass_door"), f"no door {camera.pass_door!r} in doors"))
         return problems

@@ -14,6 +14,10 @@ they return:
   with the site key `data_dir/plate.key` (32 random bytes, mode 0600, created on first start);
 - at camera checkpoints of routes whose guards carry QR badges, people in the zone are read for a
   badge (vision/badges.py) and the engine is told which guard the track is;
+- at cameras with a `pass_door`, people are read for QR codes the same way: one that looks like a
+  visitor pass token goes to `access.use_pass(door, token, via="camera:<id>")` once per track and
+  token (access decides, rate-limits per camera, journals); only its length and a SHA-256 prefix
+  are ever journaled (`vision.qr_scanned`), never the token;
 - per-lot counts are retained on `state/parking.<lot>` (a Home Assistant `sensor` of free spaces
   per lot); with `vision.publish_snapshots` each camera's latest event snapshot, blurred, goes to
   `image/<camera>` for its HA `image` entity. Raw frames never leave the box.
@@ -25,10 +29,8 @@ threads already take the rest, and OpenCV's DNN net (faces) must not run on two 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-import os
-import secrets
-import stat
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +42,8 @@ import cv2
 import numpy as np
 
 from edge.events import Event
+from edge.secret_key import load_or_create_key
+from rules.access.passes import TOKEN_RE as PASS_TOKEN
 from rules.parking import OpenBarrier, ParkingEngine, ParkingEvent
 from rules.patrol import PatrolEngine, PatrolEvent
 from rules.scene import SceneUpdate, TrackedObject
@@ -57,12 +61,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PLATE_KEY_BYTES = 32
 PLATE_RETRY_S = 0.5  # a vehicle whose plate was not read is tried again this often
 BADGE_RETRY_S = 1.0
 MAX_READS = 3  # vehicles (or people) read per frame and camera, biggest first: bounds a busy frame's cost
 TEXT_UPSCALE_BELOW = 480  # crops smaller than this (longer side) are enlarged before text detection
 TICK_S = 1.0
+# One person is often several overlapping person tracks, each reading the same code: a token presented at a
+# camera is not presented there again for this long, whichever track reads it.
+PASS_HOLD_S = 30.0
 Box = tuple[float, float, float, float]
 
 
@@ -73,26 +79,7 @@ class PlateKeyError(Exception):
 def load_plate_key(path: Path) -> bytes:
     """Read the site key plates are hashed with, creating it (0600) on first start. Never logged:
     with it, a hash can be checked against guessed plates, so it stays on the box."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(PLATE_KEY_BYTES))
-            f.flush()
-            os.fsync(f.fileno())
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if st.st_mode & 0o077:
-            raise PlateKeyError(f"plate key {path} is accessible by group or others (mode "
-                                f"{stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}")
-        key = f.read()
-    if len(key) < 16:
-        raise PlateKeyError(f"plate key {path} is too short; restore it from a backup")
-    return key
+    return load_or_create_key(path, "plate key", PlateKeyError)
 
 
 @dataclass(frozen=True)
@@ -106,7 +93,7 @@ class Shot:
 
 
 class VisionRules:
-    """Built by VisionService when its section has patrol, parking or publish_snapshots."""
+    """Built by VisionService when its section has patrol, parking, publish_snapshots or a pass camera."""
 
     def __init__(self, controller: Controller, service: VisionService) -> None:
         self.controller = controller
@@ -132,6 +119,10 @@ class VisionRules:
                 for checkpoint in route.checkpoints:
                     if checkpoint.camera is not None and checkpoint.zone is not None:
                         self._badge_zones.setdefault(checkpoint.camera, set()).add(checkpoint.zone)
+        guards = section.patrol.guards if section.patrol is not None else []
+        self._guard_badges: set[str] = {g.badge for g in guards if g.badge}  # never presented as passes
+        # Pass cameras: camera -> the access door a visitor's QR pass shown to it is presented at.
+        self._pass_doors = {c.id: c.pass_door for c in service.cameras if c.pass_door is not None}
         self.redacts = self.publish_snapshots or bool(parking and parking.restricted)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="vision-rules")
         self._plates: PlateReader | None = None
@@ -140,6 +131,8 @@ class VisionRules:
         self._busy: set[tuple[str, str]] = set()  # (what, camera) with a job in flight
         self._tried: dict[tuple[str, str, int], float] = {}  # (what, camera, track) -> last try
         self._done: set[tuple[str, str, int]] = set()  # tracks read (plate found, badge found)
+        self._seen: dict[tuple[str, int], set[str]] = {}  # (camera, track) -> QR texts acted on (badges, token hashes)
+        self._presented: dict[tuple[str, str], float] = {}  # (camera, token hash) -> when presented at its door
         self._lot_state: dict[str, dict[str, Any]] = {}
         self._shots: dict[str, Shot] = {}  # camera -> the latest snapshot waiting to be published
         self._tasks: set[asyncio.Task[None]] = set()
@@ -153,7 +146,7 @@ class VisionRules:
             self._plates = await loop.run_in_executor(self._executor, PlateReader)
         if self.redacts:
             self._faces = await loop.run_in_executor(self._executor, FaceDetector)
-        if self._badge_zones:
+        if self._badge_zones or self._pass_doors:
             self._badges = await loop.run_in_executor(self._executor, BadgeReader)
 
     async def run(self) -> None:
@@ -204,10 +197,12 @@ class VisionRules:
         if update.camera in self._gates and self._plates is not None:
             vehicles = [o for o in update.objects if o.label in VEHICLES]
             self._start("plate", update, vehicles, PLATE_RETRY_S, self._read_plates)
-        zones = self._badge_zones.get(update.camera)
-        if zones and self._badges is not None:
-            people = [o for o in update.objects if o.label == "person" and o.zones & zones]
-            self._start("badge", update, people, BADGE_RETRY_S, self._read_badges)
+        zones = self._badge_zones.get(update.camera, set())
+        door = self._pass_doors.get(update.camera)
+        if (zones or door is not None) and self._badges is not None:
+            # A pass camera reads everyone in view; a badge checkpoint only the people in its zones.
+            people = [o for o in update.objects if o.label == "person" and (door is not None or o.zones & zones)]
+            self._start("qr", update, people, BADGE_RETRY_S, self._read_qr_codes)
 
     def _start(self, what: str, update: SceneUpdate, objects: list[TrackedObject], retry_s: float,
                job: Any) -> None:
@@ -235,6 +230,7 @@ class VisionRules:
         for key in [k for k in self._tried if k[0] == what and k[1] == camera and k[2] not in present]:
             del self._tried[key]
             self._done.discard(key)
+            self._seen.pop((camera, key[2]), None)
 
     def _spawn(self, coro: Any, busy: tuple[str, str] | None = None) -> None:
         task = asyncio.create_task(coro)
@@ -287,18 +283,46 @@ class VisionRules:
         except RemoteUnlockRefused as exc:  # journaled by access where it is a policy refusal
             log.warning("gate %s: barrier %s not opened: %s", action.gate, action.door, exc)
 
-    # ---- patrol: badges ----------------------------------------------------------------------
+    # ---- QR codes on people: patrol badges, visitor passes -------------------------------------------
 
-    async def _read_badges(self, camera: str, at: float, image: np.ndarray, people: list[TrackedObject]) -> None:
+    async def _read_qr_codes(self, camera: str, at: float, image: np.ndarray, people: list[TrackedObject]) -> None:
         loop = asyncio.get_running_loop()
         reader = self._badges
-        assert reader is not None and self.patrol is not None
+        assert reader is not None
+        zones = self._badge_zones.get(camera, set())
+        door = self._pass_doors.get(camera)
         for person in people:
             text = await loop.run_in_executor(self._executor, reader.read, image, person.box)
             if text is None:
                 continue
-            self._done.add(("badge", camera, person.track_id))
-            await self._emit(self.patrol.on_badge(camera, person.track_id, text, at))
+            seen = self._seen.setdefault((camera, person.track_id), set())
+            if door is not None and text not in self._guard_badges and PASS_TOKEN.fullmatch(text):
+                digest = hashlib.sha256(text.encode("ascii")).hexdigest()
+                if digest not in seen:  # a pass held up for a while is presented once, not every second
+                    seen.add(digest)
+                    await self._present_pass(camera, door, person.track_id, text, digest, at)
+            elif self.patrol is not None and person.zones & zones and text not in seen:
+                seen.add(text)
+                if door is None:  # nothing else to look for on this track
+                    self._done.add(("qr", camera, person.track_id))
+                await self._emit(self.patrol.on_badge(camera, person.track_id, text, at))
+
+    async def _present_pass(self, camera: str, door: str, track_id: int, token: str, digest: str, at: float) -> None:
+        """A visitor pass token shown to a pass camera: access control decides, counts the attempt
+        towards this camera's lockout and journals the decision before the door moves."""
+        for key in [k for k, t in self._presented.items() if at - t >= PASS_HOLD_S]:
+            del self._presented[key]
+        if (camera, digest) in self._presented:
+            return
+        self._presented[(camera, digest)] = at
+        await self.controller.bus.emit("vision.qr_scanned", camera, {
+            "camera": camera, "track_id": track_id, "length": len(token), "sha256": digest[:16]})
+        access = self.controller.access
+        if access is None:
+            log.warning("camera %s: a visitor pass was shown, but access control is not running; door %s "
+                        "stays shut", camera, door)
+            return
+        await access.use_pass(door, token, via=f"camera:{camera}")
 
     # ---- events, snapshots, privacy ------------------------------------------------------------
 
@@ -429,4 +453,5 @@ class VisionRules:
 
 def wanted(service: VisionService) -> bool:
     section = service.config
-    return section.patrol is not None or section.parking is not None or section.publish_snapshots
+    return (section.patrol is not None or section.parking is not None or section.publish_snapshots
+            or any(c.pass_door is not None for c in service.cameras))

@@ -99,6 +99,8 @@ class CameraConfig(Strict):
     object_masks: list[Polygon] = Field(default_factory=list, description="detections with their bottom centre "
                                         "here are dropped")
     objects: ObjectsConfig | None = Field(None, description="overrides vision.objects for this camera")
+    pass_door: Ident | None = Field(None, description="the access door this camera watches: a visitor pass's QR "
+                                    "code shown to it by a person is presented at that door (access decides)")
 
     @field_validator("id")
     @classmethod

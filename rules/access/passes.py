@@ -44,7 +44,7 @@ MAX_USES = 100
 MAX_DOORS = 32
 PIN_DIGITS = 6  # generated PINs
 QR_TOKEN_BYTES = 24  # 192 bits; token_urlsafe gives 32 characters
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{22,64}$")  # what a QR token can look like; anything else is no token
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{22,64}$")  # what a QR token can look like; anything else is no token
 _SCHEME = "hs256$"
 PASS_HASH_PATTERN = r"^hs256\$[0-9a-f]{64}$"
 _PIN_SALT = b"pass-pin"
@@ -133,7 +133,7 @@ class PassHasher:
         return self._digest(_PIN_SALT, pin)
 
     def token(self, token: str) -> str:
-        if not (token.isascii() and _TOKEN_RE.match(token)):
+        if not (token.isascii() and TOKEN_RE.match(token)):
             raise ValueError("not a pass token")
         return self._digest(_QR_SALT, token)
 

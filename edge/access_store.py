@@ -19,21 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import secrets
 import sqlite3
-import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from edge.secret_key import load_or_create_key
 from rules.access import AccessIndex, AccessState, Delta, PinHasher, Snapshot, apply_delta, apply_snapshot
 from rules.access.passes import PassBook, PassHasher, VisitorPass
 
 T = TypeVar("T")
 
-PIN_KEY_BYTES = 32
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS access_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS visitor_passes (id TEXT PRIMARY KEY, body TEXT NOT NULL);
@@ -46,27 +43,7 @@ class AccessStoreError(Exception):
 
 def load_pin_key(path: Path) -> bytes:
     """Read the PIN key, creating it (0600, never readable by others) on first start."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(PIN_KEY_BYTES))
-            f.flush()
-            os.fsync(f.fileno())
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if st.st_mode & 0o077:
-            raise AccessStoreError(
-                f"PIN key {path} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
-                f"run: chmod 600 {path}"
-            )
-        key = f.read()
-    if len(key) < 16:
-        raise AccessStoreError(f"PIN key {path} is too short; restore it from a backup")
-    return key
+    return load_or_create_key(path, "PIN key", AccessStoreError)
 
 
 class AccessStore:

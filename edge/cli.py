@@ -83,6 +83,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("zigpy") is None:
+        # The demo's homes have Zigbee sensors (a simulated network, but zigpy's own stack).
+        print("linli demo needs the zigbee extra: .venv/bin/pip install -e '.[zigbee]'", file=sys.stderr)
+        return 2
     return asyncio.run(_demo(args))
 
 

@@ -356,3 +356,16 @@ def test_demo_camera_section_is_light_and_starts_its_patrol_a_minute_ago() -> No
     sha256 = hashlib.sha256(DEMO_CLIP.read_bytes()).hexdigest()
     assert "opencv-doc" in provenance and f"sha256   {sha256}" in provenance
     assert DEMO_CLIP.read_bytes() == (ROOT / "tests" / "data" / "vtest-80.mp4").read_bytes()
+
+
+def test_demo_without_the_zigbee_extra_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    from edge.cli import main
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "zigpy" else find_spec(name, *a))
+    assert main(["demo", "--no-zeroconf"]) == 2
+    assert "pip install -e '.[zigbee]'" in capsys.readouterr().err

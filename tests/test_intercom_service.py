@@ -357,12 +357,16 @@ async def test_demo_devices_and_site_section(tmp_path: Path) -> None:
             await wait_online(controller, ["gate-panel", "unit-1203", "unit-1204", "guard-desk"])
             command(bus, ["button", "1", "2"])  # directory entry 2: apartment 1204
             await bus.device(11).wait_ringing()
+            assert bus.device(10).rings == 0  # 1203's unit stays quiet
             command(bus, ["answer", "11"])
             command(bus, ["unlock", "11"])
             await bus.device(1).wait_relay(1)
+            unlocked = await wait_event(controller, "intercom.unlock")
+            assert unlocked.event.data["apartment"] == "1204"
             ended = mark(controller)
             command(bus, ["hangup", "11"])
             await wait_event(controller, "intercom.ended", after=ended)
+            assert bus.device(1).relay_activations == 1
     finally:
         await bus.stop()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import parse_config
+from edge.config import SiteConfig, parse_config
 from rules.access import PinHasher
 from tests.controller_helpers import hash_password
 
@@ -47,4 +47,11 @@ def test_example_validates(block: str) -> None:
     else:
         context = next(c for key, c in CONTEXT.items() if block.startswith(key))
         text = BASE + context + block
-    parse_config(filled(text), "README.md")
+    config = parse_config(filled(text), "README.md")
+    # Every section the example shows was read into the config, not left at its default.
+    sections = re.findall(r"^([a-z_]+):", block, re.MULTILINE)
+    assert sections
+    defaults = SiteConfig.model_fields
+    for section in sections:
+        value = getattr(config, section)
+        assert value and value != defaults[section].default, section

@@ -7,19 +7,19 @@ a site file written today keeps validating; unknown keys are always errors.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from drivers.modbus.config import ModbusSection
+from drivers.serial_port import SerialPort
 from drivers.zigbee.config import ZigbeeSection
 from edge.events import Priority
+from edge.intercom_config import IntercomSection
 from edge.vision_config import VisionSiteSection
 from edge.yamlfile import ConfigError, ConfigIssue, read_yaml
 from rules.alarm.config import AlarmSection
-from rules.intercom.config import IntercomSection
 
 if TYPE_CHECKING:
     from rules.door import DoorSettings
@@ -260,20 +260,10 @@ class OsdpReaderConfig(Strict):
 
 
 class OsdpBusConfig(Strict):
-    port: str = Field(min_length=1, description="serial device path, or socket://host:port (ser2net)")
+    port: SerialPort
     baudrate: Literal[9600, 19200, 38400, 57600, 115200, 230400] = 9600
     key_file: Path = Field(Path("osdp-keys.json"), description="secure channel keys (mode 0600); relative to data_dir")
     readers: list[OsdpReaderConfig] = Field(min_length=1, max_length=32)
-
-    @field_validator("port")
-    @classmethod
-    def _port_form(cls, value: str) -> str:
-        if value.startswith("socket://"):
-            if not re.fullmatch(r"socket://[^/\s:]+:\d{1,5}", value):
-                raise ValueError("a ser2net port is socket://host:port")
-        elif not value.startswith("/"):
-            raise ValueError("a serial port is an absolute path (e.g. /dev/ttyUSB0) or socket://host:port")
-        return value
 
     @model_validator(mode="after")
     def _addresses_unique(self) -> OsdpBusConfig:

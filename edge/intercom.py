@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from drivers.intercom import BusOffline, BusOnline, DeviceKind, DeviceOffline, DeviceOnline, DeviceSpec, IntercomBus
 from drivers.intercom import CallState as WireState
+from drivers.intercom.config import PanelConfig
 from drivers.intercom.model import Timing
 from drivers.intercom.protocol import (
     Answer,
@@ -58,6 +59,7 @@ from drivers.intercom.protocol import (
 )
 from edge.commands import BadArgs, CommandRejected, CommandRouter
 from edge.events import Event, Severity, new_event_id
+from edge.intercom_config import IntercomSection
 from rules.intercom import (
     Action,
     AppAnswer,
@@ -82,7 +84,6 @@ from rules.intercom import (
     UnitUnlock,
     UnlockDoor,
 )
-from rules.intercom.config import IntercomSection, PanelConfig
 
 if TYPE_CHECKING:
     from edge.daemon import Controller

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 from pydantic import ValidationError
 
+from edge.intercom_config import IntercomSection
 from rules.intercom import (
     AppAnswer,
     AppHangUp,
@@ -32,7 +33,6 @@ from rules.intercom import (
     UnitUnlock,
     UnlockDoor,
 )
-from rules.intercom.config import IntercomSection
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)  # a Wednesday, 20:00 in Shanghai
 

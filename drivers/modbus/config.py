@@ -17,12 +17,12 @@ modbus:
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from drivers.modbus.model import MAX_POINTS, MAX_UNIT, MIN_UNIT, EolThresholds, ModuleSpec
+from drivers.serial_port import SerialPort
 
 
 def _not_reserved(value: str) -> str:
@@ -100,7 +100,7 @@ class ModbusModuleConfig(_Strict):
 
 
 class ModbusBusConfig(_Strict):
-    port: str = Field(min_length=1, description="serial device path, or socket://host:port (ser2net)")
+    port: SerialPort
     baudrate: Literal[9600, 19200, 38400, 57600, 115200] = 115200
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
@@ -109,16 +109,6 @@ class ModbusBusConfig(_Strict):
     offline_after: int = Field(3, ge=1, le=100, description="missed polls in a row before the module is offline")
     offline_retry_ms: float = Field(1000, ge=10, le=60_000, description="how often an offline module is asked")
     modules: list[ModbusModuleConfig] = Field(min_length=1, max_length=247)
-
-    @field_validator("port")
-    @classmethod
-    def _port_form(cls, value: str) -> str:
-        if value.startswith("socket://"):
-            if not re.fullmatch(r"socket://[^/\s:]+:\d{1,5}", value):
-                raise ValueError("a ser2net port is socket://host:port")
-        elif not value.startswith("/"):
-            raise ValueError("a serial port is an absolute path (e.g. /dev/ttyUSB0) or socket://host:port")
-        return value
 
     @model_validator(mode="after")
     def _units_unique(self) -> ModbusBusConfig:

@@ -24,13 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import errno
 import json
 import os
 import sys
 import tempfile
 import time
-import tty
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -64,6 +62,7 @@ from drivers.intercom.protocol import (
     Unlock,
     UnlockRequest,
 )
+from drivers.pty_port import PtyPort
 
 Listener = Callable[["SimDevice", str, dict[str, Any]], None]
 
@@ -291,23 +290,25 @@ class SimIntercomBus:
         if directory is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="linli-intercom-")
             directory = self._tmp.name
-        self.port = str(Path(directory) / "intercom-bus")
-        self._master: int | None = None
-        self._keeper: int | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._port = PtyPort(str(Path(directory) / "intercom-bus"), self._from_master)
         self.bytes_from_master = 0
+
+    @property
+    def port(self) -> str:
+        return self._port.path
+
+    @port.setter
+    def port(self, path: str) -> None:
+        self._port.path = path
 
     def device(self, address: int) -> Any:
         return self.devices[address]
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._open()
+        self._port.plug()
 
     async def stop(self) -> None:
-        self._close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.port)
+        self._port.unplug()
         if self._tmp is not None:
             self._tmp.cleanup()
 
@@ -318,66 +319,22 @@ class SimIntercomBus:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def _open(self) -> None:
-        master, slave = os.openpty()
-        # Raw mode on both ends: no echo, no CR/LF translation of protocol bytes.
-        tty.setraw(master)
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        # Keep the terminal end open ourselves, so reading the master end never fails with EIO
-        # while the driver has it closed between reconnects.
-        self._master, self._keeper = master, slave
-        link = f"{self.port}.new"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(link)
-        os.symlink(os.ttyname(slave), link)
-        os.replace(link, self.port)
-        assert self._loop is not None
-        self._loop.add_reader(master, self._readable)
-
-    def _close(self) -> None:
-        if self._master is not None:
-            assert self._loop is not None
-            self._loop.remove_reader(self._master)
-            os.close(self._master)
-            self._master = None
-        if self._keeper is not None:
-            os.close(self._keeper)
-            self._keeper = None
-
     def unplug(self) -> None:
-        self._close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.port)
+        self._port.unplug()
 
     def replug(self) -> None:
         for d in self.devices.values():
             d.power_cycle()
-        self._open()
+        self._port.plug()
 
     def send(self, data: bytes) -> None:
-        if self._master is None or not data:
-            return
-        try:
-            os.write(self._master, data)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EIO):
-                raise
+        self._port.send(data)
 
     def inject(self, data: bytes) -> None:
         """Noise on the line, as the master will read it."""
         self.send(data)
 
-    def _readable(self) -> None:
-        assert self._master is not None
-        try:
-            data = os.read(self._master, 4096)
-        except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EINTR):
-                return
-            data = b""
-        if not data:
-            return
+    def _from_master(self, data: bytes) -> None:
         self.bytes_from_master += len(data)
         for d in self.devices.values():
             self.send(d.on_bytes(data))

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import errno
 import json
 import os
 import sys
@@ -47,6 +46,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
 
 from drivers.modbus.model import MAX_POINTS, char_bits, t35_s
+from drivers.pty_port import Pty, PtyPort, read_available, write_or_drop
 
 DEFAULT_ANALOG = 1000  # ohms: a loop with its 1k end-of-line resistor, i.e. normal
 # Line noise ahead of an answer; it ends in bytes that look like the start of a frame from unit 1.
@@ -179,23 +179,6 @@ class SimModule:
         return next((t for t, n, state in reversed(self.coil_log) if n == no and state == on), time.monotonic())
 
 
-class _Pty:
-    """One pseudo-terminal in raw mode; we read and write its master end."""
-
-    def __init__(self) -> None:
-        self.master, self.slave = os.openpty()
-        # Raw on both ends: no echo, no line editing, no CR/LF translation of Modbus bytes.
-        tty.setraw(self.master)
-        tty.setraw(self.slave)
-        os.set_blocking(self.master, False)
-        self.path = os.ttyname(self.slave)
-
-    def close(self) -> None:
-        for fd in (self.master, self.slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
 class SimBus:
     """A pseudo-terminal "RS-485 bus" with simulated I/O modules on it."""
 
@@ -218,10 +201,9 @@ class SimBus:
         if directory is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="linli-modbus-")
             directory = self._tmp.name
-        self.port = str(Path(directory) / name)
+        self._driver_port = PtyPort(str(Path(directory) / name), self._from_driver)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._driver_side: _Pty | None = None
-        self._module_side: _Pty | None = None
+        self._module_side: Pty | None = None
         self._server: ModbusSerialServer | None = None
         self._line_free_at = 0.0
         self.bytes_from_master = 0
@@ -231,7 +213,7 @@ class SimBus:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._module_side = _Pty()
+        self._module_side = Pty()
         self._loop.add_reader(self._module_side.master, self._from_modules)
         self._server = ModbusSerialServer(
             [m.device for m in self.modules.values()],
@@ -271,44 +253,37 @@ class SimBus:
 
     # -- the driver's end: plugging and unplugging ---------------------------------------------------------
 
+    @property
+    def port(self) -> str:
+        return self._driver_port.path
+
+    @port.setter
+    def port(self, path: str) -> None:
+        self._driver_port.path = path
+
     def unplug(self) -> None:
         """The cable (or the USB adapter) is pulled: the driver's port goes away."""
-        if self._driver_side is not None:
-            assert self._loop is not None
-            self._loop.remove_reader(self._driver_side.master)
-            self._driver_side.close()
-            self._driver_side = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.port)
+        self._driver_port.unplug()
 
     def replug(self) -> None:
         """Plugged (back) in: a fresh pty under the same path."""
-        assert self._loop is not None
-        if self._driver_side is not None:
-            return
-        self._driver_side = _Pty()
-        link = f"{self.port}.new"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(link)
-        os.symlink(self._driver_side.path, link)
-        os.replace(link, self.port)
-        self._loop.add_reader(self._driver_side.master, self._from_driver)
+        self._driver_port.plug()
 
     @property
     def plugged(self) -> bool:
-        return self._driver_side is not None
+        return self._driver_port.plugged
 
     @property
     def pty(self) -> str | None:
         """The terminal `port` leads to right now (/dev/pts/N); None while unplugged."""
-        return self._driver_side.path if self._driver_side is not None else None
+        pty = self._driver_port.pty
+        return pty.path if pty is not None else None
 
     # -- the wire ------------------------------------------------------------------------------------------
 
     def inject(self, data: bytes) -> None:
         """Noise on the line, as the driver will read it."""
-        if self._driver_side is not None:
-            _write(self._driver_side.master, data)
+        self._driver_port.send(data)
 
     def _trace(self, sending: bool, data: bytes) -> bytes:
         if sending and data:
@@ -323,16 +298,14 @@ class SimBus:
                 return GARBLE + data
         return data
 
-    def _from_driver(self) -> None:
-        assert self._driver_side is not None
-        data = _read(self._driver_side.master)
-        if data and self._module_side is not None:
+    def _from_driver(self, data: bytes) -> None:
+        if self._module_side is not None:
             self.bytes_from_master += len(data)
             self._carry(data, self._module_side.master)
 
     def _from_modules(self) -> None:
         assert self._module_side is not None
-        data = _read(self._module_side.master)
+        data = read_available(self._module_side.master)
         if data:
             self._carry(data, None)
 
@@ -350,10 +323,9 @@ class SimBus:
 
     def _deliver(self, data: bytes, fd: int | None) -> None:
         if fd is None:  # towards the driver, whose end may have been unplugged meanwhile
-            if self._driver_side is None:
-                return
-            fd = self._driver_side.master
-        _write(fd, data)
+            self._driver_port.send(data)
+        else:
+            write_or_drop(fd, data)
 
 
 async def ser2net(port: str, host: str = "127.0.0.1", tcp_port: int = 0) -> asyncio.Server:
@@ -366,33 +338,16 @@ async def ser2net(port: str, host: str = "127.0.0.1", tcp_port: int = 0) -> asyn
         loop = asyncio.get_running_loop()
         fd = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         tty.setraw(fd)
-        loop.add_reader(fd, lambda: (data := _read(fd)) and writer.write(data))
+        loop.add_reader(fd, lambda: (data := read_available(fd)) and writer.write(data))
         try:
             while data := await reader.read(4096):
-                _write(fd, data)
+                write_or_drop(fd, data)
         finally:
             loop.remove_reader(fd)
             os.close(fd)
             writer.close()
 
     return await asyncio.start_server(relay, host, tcp_port)
-
-
-def _read(fd: int) -> bytes:
-    try:
-        return os.read(fd, 4096)
-    except OSError as exc:
-        if exc.errno in (errno.EAGAIN, errno.EINTR, errno.EIO):
-            return b""  # EIO: nobody has the terminal end open (yet)
-        raise
-
-
-def _write(fd: int, data: bytes) -> None:
-    try:
-        os.write(fd, data)
-    except OSError as exc:
-        if exc.errno not in (errno.EAGAIN, errno.EIO, errno.EBADF):
-            raise  # bytes on a line nobody listens to are lost, as on a real bus
 
 
 # -- the program: `python -m drivers.modbus.simulator` ------------------------------------------------------

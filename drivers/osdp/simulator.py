@@ -22,13 +22,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import errno
 import json
 import os
 import sys
 import tempfile
 import time
-import tty
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ from typing import Any
 import osdp_sys
 
 from drivers.osdp import wiegand
+from drivers.pty_port import PtyPort
 
 TICK = 0.02  # readers must be refreshed at least every 50 ms
 EVENT_BACKLOG = 64
@@ -339,12 +338,18 @@ class SimBus:
         if directory is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="linli-osdp-")
             directory = self._tmp.name
-        self.port = str(Path(directory) / "osdp-bus")
-        self._master: int | None = None
-        self._keeper: int | None = None
+        self._port = PtyPort(str(Path(directory) / "osdp-bus"), self._from_cp)
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.bytes_from_cp = 0
+
+    @property
+    def port(self) -> str:
+        return self._port.path
+
+    @port.setter
+    def port(self, path: str) -> None:
+        self._port.path = path
 
     def reader(self, address: int) -> SimReader:
         return self.readers[address]
@@ -353,18 +358,16 @@ class SimBus:
         self._loop = asyncio.get_running_loop()
         for r in self.readers.values():
             r.bus = self
-        self._open()
+        self._port.plug()
         self._tick()
 
     async def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._close()
+        self._port.unplug()
         for r in self.readers.values():
             r.bus = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.port)
         if self._tmp is not None:
             self._tmp.cleanup()
 
@@ -377,72 +380,28 @@ class SimBus:
 
     # -- the pty ------------------------------------------------------------------------------------
 
-    def _open(self) -> None:
-        master, slave = os.openpty()
-        # Raw mode on both ends: no echo, no line editing, no CR/LF translation of OSDP bytes.
-        tty.setraw(master)
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        # Keep the terminal end open ourselves: with no process holding it, reading the master
-        # fails (EIO) and the driver could not find the port between its reconnect attempts.
-        self._master, self._keeper = master, slave
-        link = f"{self.port}.new"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(link)
-        os.symlink(os.ttyname(slave), link)
-        os.replace(link, self.port)  # the driver's path now leads to this pty
-        assert self._loop is not None
-        self._loop.add_reader(master, self._readable)
-
-    def _close(self) -> None:
-        if self._master is not None:
-            assert self._loop is not None
-            self._loop.remove_reader(self._master)
-            os.close(self._master)
-            self._master = None
-        if self._keeper is not None:
-            os.close(self._keeper)
-            self._keeper = None
-
     def unplug(self) -> None:
         """The bus cable (or the USB adapter) is pulled: the driver's port goes away."""
-        self._close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.port)
+        self._port.unplug()
 
     def replug(self) -> None:
         """Plugged back in: a new pty under the same path; readers power up fresh."""
         for r in self.readers.values():
             r.power_cycle()
-        self._open()
+        self._port.plug()
 
     @property
     def plugged(self) -> bool:
-        return self._master is not None
+        return self._port.plugged
 
     def send(self, data: bytes) -> None:
-        if self._master is None:
-            return
-        try:
-            os.write(self._master, data)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EIO):
-                raise  # EAGAIN: the CP is not reading - bytes on a bus nobody listens to are lost
+        self._port.send(data)
 
     def inject(self, data: bytes) -> None:
         """Noise on the line, as the CP will read it."""
         self.send(data)
 
-    def _readable(self) -> None:
-        assert self._master is not None
-        try:
-            data = os.read(self._master, 4096)
-        except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EINTR):
-                return
-            data = b""  # EIO: no process has the terminal end open
-        if not data:
-            return
+    def _from_cp(self, data: bytes) -> None:
         self.bytes_from_cp += len(data)
         for r in self.readers.values():
             if not r.mute:

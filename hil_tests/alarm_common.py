@@ -13,13 +13,23 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from hil_tests.console import EXIT, EXIT_USAGE, SHOWN, Console, UsageError, _plain, run_tool
 from hil_tests.installer import Installer, NobodyThere, TerminalInstaller
-from hil_tests.osdp_reader import EXIT, EXIT_USAGE, SHOWN, Console, UsageError, _plain
 from hil_tests.profiles import PROFILES_DIR, LoadedProfile, ProfileError, load_profile
 from hil_tests.report import CheckFailed, CheckResult, CheckSkipped, Report, Status, utc_now
 
-__all__ = ["EXIT", "EXIT_USAGE", "Console", "UsageError", "installer_for", "parse_points", "profile_arg",
-           "run_check", "summary"]
+__all__ = [
+    "EXIT",
+    "EXIT_USAGE",
+    "Console",
+    "UsageError",
+    "installer_for",
+    "parse_points",
+    "profile_arg",
+    "run_check",
+    "run_tool",
+    "summary",
+]
 
 CheckBody = Callable[[], Awaitable[tuple[str, dict[str, Any]]]]
 

@@ -12,7 +12,6 @@ skipped, e.g. nobody at the reader).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import tempfile
 import time
@@ -26,19 +25,12 @@ import osdp_sys
 
 from drivers.osdp import KeyFileError, KeyStore
 from drivers.osdp.simulator import SimReader
+from hil_tests.console import SHOWN, Console, UsageError, _plain, run_tool
 from hil_tests.installer import Installer, NobodyThere, TerminalInstaller
 from hil_tests.osdp_checks import CHECKS, CheckContext, format_id
 from hil_tests.osdp_session import Session, Target
 from hil_tests.profiles import DEFAULT_OSDP_PROFILE, LoadedProfile, ProfileError, load_profile
 from hil_tests.report import CheckFailed, CheckResult, CheckSkipped, Report, Status, utc_now
-
-EXIT = {"pass": 0, "fail": 1, "incomplete": 3}
-EXIT_USAGE = 2
-SHOWN = {"pass": "ok", "fail": "FAIL", "skipped": "skipped"}
-
-
-class UsageError(Exception):
-    """The run cannot start: the message says what to change."""
 
 
 @dataclass
@@ -53,43 +45,6 @@ class Plan:
     sim: SimReader | None
     wait_s: float | None
     report_path: Path | None
-
-
-class Console:
-    """Progress lines: `[3/8] led ... ok (0.2 s) - 3 LED commands acknowledged`."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self._open: str | None = None  # the check whose line is waiting for its result
-
-    def line(self, text: str = "") -> None:
-        self._break()
-        self.out.write(text + "\n")
-        self.out.flush()
-
-    def begin(self, label: str) -> None:
-        self._break()
-        self.out.write(f"{label} ... ")
-        self.out.flush()
-        self._open = label
-
-    def say(self, text: str) -> None:
-        """An instruction for the installer, in the middle of a check."""
-        self.line(f"      -> {text}")
-
-    def end(self, label: str, status: str, seconds: float, message: str, hint: str | None = None) -> None:
-        if self._open != label:
-            self.out.write(f"      {label.split('] ')[-1]} ... ")
-        self._open = None
-        self.out.write(f"{status} ({seconds:.1f} s){f' - {message}' if message else ''}\n")
-        if hint:
-            self.out.write(f"      hint: {hint}\n")
-        self.out.flush()
-
-    def _break(self) -> None:
-        if self._open is not None:
-            self.out.write("\n")
-            self._open = None
 
 
 # -- from the command line to a plan -----------------------------------------------------------------
@@ -322,17 +277,6 @@ async def _run_checks(plan: Plan, session: Session, installer: Installer, consol
         )
 
 
-def _plain(value: Any) -> Any:
-    """JSON-safe copies of check details (bytes as hex; keys never get this far)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, bytes):
-        return value.hex()
-    return value
-
-
 def _summary(console: Console, report: Report) -> None:
     s = report.summary()
     console.line()
@@ -353,20 +297,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     # turn it down, and its warnings would bury the progress lines.
     osdp_sys.set_loglevel(osdp_sys.LOG_ERROR)
     with tempfile.TemporaryDirectory(prefix="linli-hil-") as workdir:
-        try:
-            plan = plan_from_args(args, Path(workdir))
-        except UsageError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        try:
-            report = asyncio.run(run(plan, console))
-        except KeyboardInterrupt:
-            console.line("interrupted: no report written")
-            return 130
-    if plan.report_path is not None:
-        report.write(plan.report_path)
-        console.line(f"report: {plan.report_path}")
-    return EXIT[report.result]
+        return run_tool(console, lambda: plan_from_args(args, Path(workdir)), run)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,15 @@ from typing import Any, TextIO
 
 from drivers.modbus.profile import ModbusIoProfile
 from drivers.modbus.simulator import SimBus, SimModule
-from hil_tests.alarm_common import EXIT, EXIT_USAGE, Console, UsageError, parse_points, profile_arg, run_check, summary
+from hil_tests.alarm_common import (
+    Console,
+    UsageError,
+    parse_points,
+    profile_arg,
+    run_check,
+    run_tool,
+    summary,
+)
 from hil_tests.modbus_link import Link, Target, add_target_args, sim_bus, target_from_args
 from hil_tests.profiles import LoadedProfile
 from hil_tests.report import CheckFailed, CheckSkipped, Report, utc_now
@@ -204,20 +212,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, sim_module: t
     out = out or sys.stdout
     args = parser().parse_args(argv)
     console = Console(out)
-    try:
-        plan = plan_from_args(args, sim_module)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        report = asyncio.run(run(plan, console))
-    except KeyboardInterrupt:
-        console.line("interrupted: no report written")
-        return 130
-    if plan.report_path is not None:
-        report.write(plan.report_path)
-        console.line(f"report: {plan.report_path}")
-    return EXIT[report.result]
+    return run_tool(console, lambda: plan_from_args(args, sim_module), run)
 
 
 if __name__ == "__main__":

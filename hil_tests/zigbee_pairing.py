@@ -60,13 +60,12 @@ from drivers.zigbee.kinds import KINDS
 from drivers.zigbee.profile import ZigbeeDeviceProfile, cluster_ids
 from drivers.zigbee.simulator import SimDevice, SimNetwork, app_factory
 from hil_tests.alarm_common import (
-    EXIT,
-    EXIT_USAGE,
     Console,
     UsageError,
     installer_for,
     profile_arg,
     run_check,
+    run_tool,
     summary,
 )
 from hil_tests.installer import Installer
@@ -550,20 +549,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, sim_factory: 
     out = out or sys.stdout
     args = parser().parse_args(argv)
     console = Console(out)
-    try:
-        plan = plan_from_args(args, sim_factory)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        report = asyncio.run(run(plan, console))
-    except KeyboardInterrupt:
-        console.line("interrupted: no report written")
-        return 130
-    if plan.report_path is not None:
-        report.write(plan.report_path)
-        console.line(f"report: {plan.report_path}")
-    return EXIT[report.result]
+    return run_tool(console, lambda: plan_from_args(args, sim_factory), run)
 
 
 if __name__ == "__main__":

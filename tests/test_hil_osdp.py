@@ -19,9 +19,10 @@ import pytest
 
 from drivers.osdp import KeyStore
 from drivers.osdp.simulator import SimBus, SimReader
-from hil_tests import osdp_reader, osdp_session, profiles
+from hil_tests import console, osdp_session, profiles
+from hil_tests.console import Console
 from hil_tests.installer import TerminalInstaller
-from hil_tests.osdp_reader import Console, Plan, main, parser, plan_from_args, run
+from hil_tests.osdp_reader import Plan, main, parser, plan_from_args, run
 from hil_tests.profiles import DEFAULT_OSDP_PROFILE, ProfileError, load_profile, parse_profile
 from hil_tests.report import CheckSkipped
 
@@ -238,7 +239,7 @@ async def test_real_port_without_a_terminal_skips_the_steps_that_need_a_person(t
     assert all(got[c] == "pass" for c in ("capabilities", "secure_channel", "led", "buzzer"))
     card = next(c for c in report.checks if c.id == "card")
     assert card.message.startswith("needs a person at the reader: stdin is not a terminal")
-    assert report.result == "incomplete" and osdp_reader.EXIT[report.result] == 3
+    assert report.result == "incomplete" and console.EXIT[report.result] == 3
 
 
 class ScriptedInstaller:
